@@ -1,0 +1,346 @@
+"""Device configuration: ``/etc/lonewatch/device.toml`` → frozen :class:`DeviceConfig` (SPEC §2).
+
+Built once at start; every problem is reported together with file:line
+(:class:`protocol.configfile.ConfigError`). Standard library only: the file is also written
+here by hand (:func:`render_device_toml`), since the Pi has no TOML writer.
+
+All durations are in seconds (``*_s``); GPIO pins are BCM numbers, ``0`` means "not wired".
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field, fields
+from os import PathLike
+from pathlib import Path
+from collections.abc import Mapping
+from typing import Any
+
+from protocol.configfile import ConfigChecker, ConfigSource, TableReader, load_toml
+
+__all__ = [
+    "BAUDRATES",
+    "DEVICE_ID_PATTERN",
+    "E164_PATTERN",
+    "FIRMWARE_VERSION",
+    "LANGUAGES",
+    "DeviceConfig",
+    "DeviceSection",
+    "GpioConfig",
+    "ModemConfig",
+    "MqttConfig",
+    "SmsConfig",
+    "TimingConfig",
+    "WorkerConfig",
+    "load_device_config",
+    "render_device_toml",
+    "write_device_config",
+]
+
+FIRMWARE_VERSION = "0.1.0"
+"""Firmware version reported in alive messages; a code constant, not a config key."""
+
+DEVICE_ID_PATTERN = r"[a-z0-9][a-z0-9-]{2,31}"
+E164_PATTERN = r"\+[1-9][0-9]{6,14}"
+LANGUAGES = ("da", "en", "pl", "ro", "uk", "ar")
+BAUDRATES = (9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600)
+MODEM_FLAVOURS = ("auto", "sim7600", "quectel")
+
+
+@dataclass(frozen=True)
+class DeviceSection:
+    """``[device]``: ``id`` (required, ``^[a-z0-9][a-z0-9-]{2,31}$``), ``state_dir`` (holds
+    ``queue.db``), ``silent`` (alarm sent as silent panic, no buzzer)."""
+
+    id: str
+    state_dir: str = "/var/lib/lonewatch"
+    silent: bool = True
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    """``[mqtt]``: broker connection. ``username`` defaults to the device id; ``ca_file`` ""
+    means the system CA store."""
+
+    host: str = "localhost"
+    port: int = 8883
+    username: str = ""
+    password: str = field(default="", repr=False)
+    tls: bool = True
+    ca_file: str = ""
+    keepalive_s: int = 30
+
+
+@dataclass(frozen=True)
+class TimingConfig:
+    """``[timing]``: button gestures and delivery timers, all in seconds (SPEC §2)."""
+
+    hold_s: float = 2.0
+    alive_interval_s: int = 60
+    resend_after_s: float = 10.0
+    sms_fallback_after_s: float = 20.0
+    checkin_default_s: int = 1800
+    cancel_presses: int = 3
+    cancel_window_s: float = 2.0
+    checkin_presses: int = 2
+    checkin_window_s: float = 1.0
+    bounce_s: float = 0.05
+
+
+@dataclass(frozen=True)
+class GpioConfig:
+    """``[gpio]``: BCM pin numbers; ``0`` = not wired (the button must be wired)."""
+
+    button_pin: int = 17
+    led_pin: int = 27
+    vibration_pin: int = 22
+    buzzer_pin: int = 0
+
+
+@dataclass(frozen=True)
+class ModemConfig:
+    """``[modem]``: the AT serial port. ``sim_pin`` "" = no PIN; ``power_pin`` 0 = not wired."""
+
+    enabled: bool = True
+    port: str = "/dev/lonewatch-modem"
+    baudrate: int = 115200
+    sim_pin: str = field(default="", repr=False)
+    flavour: str = "auto"
+    gnss: bool = True
+    power_pin: int = 0
+
+
+@dataclass(frozen=True)
+class SmsConfig:
+    """``[sms]``: E.164 fallback numbers (ARC SMS line and/or contacts) and text language."""
+
+    fallback_numbers: tuple[str, ...] = ()
+    language: str = "da"
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """``[worker]``: who wears the device and where; used in the SMS fallback text."""
+
+    name: str = ""
+    site: str = ""
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    """The whole ``device.toml``. Build with :func:`load_device_config` or :meth:`from_dict`."""
+
+    device: DeviceSection
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    timing: TimingConfig = field(default_factory=TimingConfig)
+    gpio: GpioConfig = field(default_factory=GpioConfig)
+    modem: ModemConfig = field(default_factory=ModemConfig)
+    sms: SmsConfig = field(default_factory=SmsConfig)
+    worker: WorkerConfig = field(default_factory=WorkerConfig)
+
+    @property
+    def firmware(self) -> str:
+        return FIRMWARE_VERSION
+
+    @property
+    def queue_path(self) -> Path:
+        """``state_dir/queue.db`` (the durable event queue, :mod:`device.queue`)."""
+        return Path(self.device.state_dir) / "queue.db"
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>") -> DeviceConfig:
+        """Validate an in-memory document shaped like ``device.toml``.
+
+        Raises:
+            ConfigError: every problem found (no line numbers for dicts).
+        """
+        return _build(ConfigSource.from_dict(data, source))
+
+
+def load_device_config(path: str | PathLike[str]) -> DeviceConfig:
+    """Read and validate ``device.toml``.
+
+    Raises:
+        ConfigError: unreadable / non-UTF-8 / invalid TOML, or every schema problem found,
+            one ``file:line: key: message`` line each; secret values shown as ``<hidden>``.
+    """
+    return _build(load_toml(path))
+
+
+def _build(source: ConfigSource) -> DeviceConfig:
+    checker = ConfigChecker(source)
+    root = checker.root()
+
+    t = root.table("device", required=True)
+    device = DeviceSection(
+        id=t.string("id", pattern=DEVICE_ID_PATTERN,
+                    describe="a device id of 3-32 characters a-z, 0-9, - (not starting with -)"),
+        state_dir=t.string("state_dir", DeviceSection.state_dir, nonempty=True),
+        silent=t.boolean("silent", DeviceSection.silent),
+    )
+
+    t = root.table("mqtt")
+    mqtt = MqttConfig(
+        host=t.string("host", MqttConfig.host, nonempty=True),
+        port=t.integer("port", MqttConfig.port, min=1, max=65535),
+        username=t.string("username", "") or device.id,
+        password=t.string("password", ""),
+        tls=t.boolean("tls", MqttConfig.tls),
+        ca_file=t.string("ca_file", MqttConfig.ca_file),
+        keepalive_s=t.integer("keepalive_s", MqttConfig.keepalive_s, min=5, max=600),
+    )
+
+    t = root.table("timing")
+    d = TimingConfig
+    timing = TimingConfig(
+        hold_s=t.number("hold_s", d.hold_s, min=0.5, max=10),
+        alive_interval_s=t.integer("alive_interval_s", d.alive_interval_s, min=5, max=3600),
+        resend_after_s=t.number("resend_after_s", d.resend_after_s, min=1, max=300),
+        sms_fallback_after_s=t.number("sms_fallback_after_s", d.sms_fallback_after_s,
+                                      min=5, max=600),
+        checkin_default_s=t.integer("checkin_default_s", d.checkin_default_s,
+                                    min=60, max=86400),
+        cancel_presses=t.integer("cancel_presses", d.cancel_presses, min=2, max=10),
+        cancel_window_s=t.number("cancel_window_s", d.cancel_window_s, min=0.2, max=10),
+        checkin_presses=t.integer("checkin_presses", d.checkin_presses, min=2, max=10),
+        checkin_window_s=t.number("checkin_window_s", d.checkin_window_s, min=0.2, max=10),
+        bounce_s=t.number("bounce_s", d.bounce_s, min=0, max=0.5),
+    )
+    if timing.cancel_presses == timing.checkin_presses:
+        t.problem("checkin_presses", "must differ from timing.cancel_presses "
+                  f"(both {timing.cancel_presses}): the gestures would be ambiguous")
+
+    t = root.table("gpio")
+    g = GpioConfig
+    gpio = GpioConfig(
+        button_pin=t.integer("button_pin", g.button_pin, min=1, max=27),
+        led_pin=t.integer("led_pin", g.led_pin, min=0, max=27),
+        vibration_pin=t.integer("vibration_pin", g.vibration_pin, min=0, max=27),
+        buzzer_pin=t.integer("buzzer_pin", g.buzzer_pin, min=0, max=27),
+    )
+    gpio_reader = t
+
+    t = root.table("modem")
+    modem = ModemConfig(
+        enabled=t.boolean("enabled", ModemConfig.enabled),
+        port=t.string("port", ModemConfig.port, nonempty=True),
+        baudrate=t.integer("baudrate", ModemConfig.baudrate, choices=BAUDRATES),
+        sim_pin=t.string("sim_pin", "", pattern=r"([0-9]{4,8})?",
+                         describe="4 to 8 digits or empty"),
+        flavour=t.string("flavour", ModemConfig.flavour, choices=MODEM_FLAVOURS),
+        gnss=t.boolean("gnss", ModemConfig.gnss),
+        power_pin=t.integer("power_pin", ModemConfig.power_pin, min=0, max=27),
+    )
+    _check_distinct_pins(gpio, gpio_reader, modem, t)
+
+    t = root.table("sms")
+    sms = SmsConfig(
+        fallback_numbers=tuple(t.string_list(
+            "fallback_numbers", [], pattern=E164_PATTERN, unique=True,
+            describe="an E.164 number like \"+4512345678\"")),
+        language=t.string("language", SmsConfig.language, choices=LANGUAGES),
+    )
+
+    t = root.table("worker")
+    worker = WorkerConfig(name=t.string("name", "", max_len=64),
+                          site=t.string("site", "", max_len=64))
+
+    checker.finish()
+    return DeviceConfig(device=device, mqtt=mqtt, timing=timing, gpio=gpio, modem=modem,
+                        sms=sms, worker=worker)
+
+
+def _check_distinct_pins(gpio: GpioConfig, gpio_reader: TableReader, modem: ModemConfig,
+                         modem_reader: TableReader) -> None:
+    used: dict[int, str] = {}
+    pins = [(gpio_reader, name, getattr(gpio, name))
+            for name in ("button_pin", "led_pin", "vibration_pin", "buzzer_pin")]
+    pins.append((modem_reader, "power_pin", modem.power_pin))
+    for reader, name, pin in pins:
+        if not isinstance(pin, int) or pin == 0:
+            continue
+        full = f"{reader.keypath[0]}.{name}"
+        if pin in used:
+            reader.problem(name, f"pin {pin} is already used by {used[pin]}")
+        else:
+            used[pin] = full
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        text = repr(value)
+        return text if any(c in text for c in ".en") else text + ".0"
+    if isinstance(value, str):
+        out = []
+        for c in value:
+            if c == "\\":
+                out.append("\\\\")
+            elif c == '"':
+                out.append('\\"')
+            elif c in "\b\t\n\f\r":
+                out.append({"\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}[c])
+            elif ord(c) < 0x20 or ord(c) == 0x7F:
+                out.append(f"\\u{ord(c):04x}")
+            else:
+                out.append(c)
+        return '"' + "".join(out) + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} as TOML")
+
+
+def render_device_toml(cfg: DeviceConfig) -> str:
+    """``cfg`` as TOML text that :func:`load_device_config` reads back to an equal config.
+    Contains secrets (MQTT password, SIM PIN): write it with :func:`write_device_config`."""
+    lines = ["# lonewatch device configuration (SPEC §2). Contains secrets: keep mode 0600.",
+             f"# firmware {FIRMWARE_VERSION}"]
+    for section in fields(cfg):
+        obj = getattr(cfg, section.name)
+        lines.append("")
+        lines.append(f"[{section.name}]")
+        for f in fields(obj):
+            lines.append(f"{f.name} = {_toml_value(getattr(obj, f.name))}")
+    return "\n".join(lines) + "\n"
+
+
+def write_device_config(cfg: DeviceConfig, path: str | PathLike[str]) -> None:
+    """Write ``cfg`` to ``path`` atomically, created with mode 0600 from the start (never
+    chmod-ed afterwards, so the secrets are never readable by others, not even briefly).
+    The file is written to a temporary name in the same directory, fsync-ed, then renamed.
+
+    Raises:
+        OSError: the directory is missing or not writable.
+    """
+    target = Path(path)
+    text = render_device_toml(cfg).encode("utf-8")
+    directory = target.parent
+    tmp = directory / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

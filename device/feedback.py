@@ -1,0 +1,84 @@
+"""Feedback to the worker through LED, vibration motor and (only when not silent) buzzer
+(SPEC §2): distinct patterns the worker can feel in a pocket without looking.
+
+=====================  ==============================  =====================================
+pattern                vibration                       LED
+=====================  ==============================  =====================================
+``alarm_taken``        2 short (0.15 s)                2 short blinks — relay has the alarm
+``arc_delivered``      1 long (0.8 s)                  on 3 s — the ARC acknowledged
+``no_connection``      3 short, fast                   fast blink 5 s — trying SMS
+``checkin_started``    1 short                         1 blink
+``checkin_expiring``   3 long (0.5 s)                  3 blinks
+``alarm_cancelled``    1 short, 1 long                 off
+=====================  ==============================  =====================================
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Final
+
+log = logging.getLogger(__name__)
+
+#: pattern → (vibration (on_s, off_s, n), led (on_s, off_s, n))
+PATTERNS: Final[dict[str, tuple[tuple[float, float, int], tuple[float, float, int]]]] = {
+    "alarm_taken": ((0.15, 0.15, 2), (0.15, 0.15, 2)),
+    "arc_delivered": ((0.8, 0.1, 1), (3.0, 0.1, 1)),
+    "no_connection": ((0.1, 0.1, 3), (0.05, 0.05, 50)),
+    "checkin_started": ((0.15, 0.1, 1), (0.15, 0.1, 1)),
+    "checkin_expiring": ((0.5, 0.3, 3), (0.3, 0.3, 3)),
+    "alarm_cancelled": ((0.15, 0.2, 1), (0.0, 0.0, 0)),
+}
+
+
+class Feedback:
+    """Plays :data:`PATTERNS` on gpiozero outputs.
+
+    Args:
+        led_pin, vibration_pin: BCM pins; buzzer_pin: BCM pin or 0 for none.
+        silent: when True (the default for discreet alarms) the buzzer never sounds.
+        pin_factory: gpiozero pin factory (MockFactory in tests).
+        observer: optional ``(pattern) -> None`` called for every pattern played.
+    """
+
+    def __init__(
+        self,
+        led_pin: int,
+        vibration_pin: int,
+        buzzer_pin: int = 0,
+        *,
+        silent: bool = True,
+        pin_factory=None,
+        observer: Callable[[str], None] | None = None,
+    ) -> None:
+        from gpiozero import LED, DigitalOutputDevice
+
+        self.led = LED(led_pin, pin_factory=pin_factory)
+        self.vibration = DigitalOutputDevice(vibration_pin, pin_factory=pin_factory)
+        self.buzzer = DigitalOutputDevice(buzzer_pin, pin_factory=pin_factory) if buzzer_pin and not silent else None
+        self.observer = observer
+        self.played: list[str] = []
+
+    def play(self, pattern: str) -> None:
+        """Play a pattern in the background.
+
+        Raises:
+            KeyError: unknown pattern name.
+        """
+        vib, led = PATTERNS[pattern]
+        self.played.append(pattern)
+        self.vibration.blink(on_time=vib[0], off_time=vib[1], n=vib[2], background=True)
+        if led[2]:
+            self.led.blink(on_time=led[0], off_time=led[1], n=led[2], background=True)
+        if self.buzzer is not None and pattern in ("alarm_taken", "no_connection"):
+            self.buzzer.blink(on_time=vib[0], off_time=vib[1], n=vib[2], background=True)
+        log.info("feedback: %s", pattern)
+        if self.observer:
+            self.observer(pattern)
+
+    def close(self) -> None:
+        """Switch everything off and release the pins."""
+        for dev in (self.led, self.vibration, self.buzzer):
+            if dev is not None:
+                dev.close()

@@ -1,0 +1,437 @@
+"""Deliver alarms to an alarm receiving centre over SIA DC-09/TCP (SPEC §3 "Dispatch", §4).
+
+Synchronous sockets: the relay calls :meth:`ArcClient.send` from worker threads; one client is
+shared by all threads (its per-receiver state sits behind a lock).
+
+Choices, with the reasons:
+
+* **One TCP connection per attempt.** Alarms are rare, a connect on a LAN/VPN costs a round
+  trip, and a fresh socket never hides a half-dead link or a stale reply from an earlier frame.
+  It is also what pysiaalarm's threaded server handles best: it reads ``recv(1024)`` and
+  splits on CR, so one frame (< 1024 bytes, starting with LF) per write is the safe shape.
+* **One sequence number per alarm.** Every retry of an alarm — after a timeout, after a NAK
+  with a corrected timestamp or trimmed extended data, and on the secondary receiver — repeats
+  the sequence number (DC-09: a repeated message keeps its sequence so the receiver can discard
+  duplicates when only the ACK was lost). The next alarm takes the next number.
+* **NAK handling.** A NAK carries the receiver's clock. If our frame's timestamp was ≥ 10 s
+  off, the NAK was about time: the offset is stored per receiver and the frame is re-sent with
+  a corrected timestamp (also for all later frames). Otherwise the NAK was about format
+  (pysiaalarm NAKs ``ADM-CID`` with more than one extended-data block): the frame is re-sent
+  with less extended data — all blocks, then one, then none — and the result is marked
+  ``degraded``. The alarm itself is never dropped for its extended data. A receiver that ACKs
+  after trimming remembers its block limit, so later alarms skip the NAK round trips.
+* **DUH** ("not understood") is not re-sent to that receiver: the next receiver gets it.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Final, Protocol
+
+from protocol.errors import LonewatchError, ValidationError
+from protocol.sia import (
+    ContactId,
+    SiaFrame,
+    SiaFrameError,
+    SiaReply,
+    aes_key,
+    ascii_text,
+    check_account,
+    encode_frame,
+    format_latitude,
+    format_longitude,
+    format_position_text,
+    format_timestamp,
+    parse_reply,
+    reply_complete,
+)
+
+__all__ = [
+    "ArcAlarm",
+    "ArcClient",
+    "ArcError",
+    "ArcReceiver",
+    "ArcRejectedError",
+    "ArcResult",
+    "ArcUnavailableError",
+    "Attempt",
+    "MemorySequences",
+    "SequenceSource",
+    "plan_xdata",
+]
+
+_LOGGER = logging.getLogger(__name__)
+
+#: A NAK whose clock differs from our frame's timestamp by less than this is about format.
+CLOCK_NAK_THRESHOLD_S: Final = 10.0
+_MAX_REPLY_BYTES: Final = 4096
+
+
+# --------------------------------------------------------------------------- errors
+class ArcError(LonewatchError):
+    """Root of ARC delivery errors. ``attempts`` is the log of every frame sent, ``sequence``
+    the DC-09 sequence number the alarm used."""
+
+    def __init__(self, message: str, attempts: tuple[Attempt, ...] = (), sequence: int | None = None) -> None:
+        self.attempts = attempts
+        self.sequence = sequence
+        super().__init__(message)
+
+
+class ArcUnavailableError(ArcError, ConnectionError):
+    """No receiver answered usefully (timeouts, refused connections, garbage replies) — at
+    least one receiver may take the alarm later, so the caller should retry."""
+
+
+class ArcRejectedError(ArcError):
+    """Every receiver answered and refused the alarm (DUH, or NAK with nothing left to fix)."""
+
+
+# --------------------------------------------------------------------------- config and input
+@dataclass(frozen=True, slots=True)
+class ArcReceiver:
+    """One ARC receiver (SPEC §3: primary, secondary …).
+
+    ``timeout_s`` bounds connect and the wait for the reply (seconds). ``max_xdata_blocks``
+    caps the extended-data blocks per frame (None = no cap). ``key``: AES key for encrypted
+    frames — ``bytes`` used as is, or 32/48/64 hex digits (see :mod:`protocol.sia`).
+    ``receiver_no``/``line_no`` fill the ``R``/``L`` fields (1-6 hex digits).
+    Raises ValidationError on construction.
+    """
+
+    name: str
+    host: str
+    port: int
+    timeout_s: float = 5.0
+    max_xdata_blocks: int | None = None
+    key: str | bytes | None = field(default=None, repr=False)
+    receiver_no: str = "1"
+    line_no: str = "1"
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.port <= 65535:
+            raise ValidationError("port", f"must be 1..65535, got {self.port}")
+        if not self.timeout_s > 0:
+            raise ValidationError("timeout_s", f"must be > 0, got {self.timeout_s}")
+        if self.max_xdata_blocks is not None and self.max_xdata_blocks < 0:
+            raise ValidationError("max_xdata_blocks", "must be >= 0 or None")
+        if self.key is not None:
+            aes_key(self.key)
+        SiaFrame("NULL", 0, None, receiver=self.receiver_no, line=self.line_no)  # validates R/L
+
+    @property
+    def encrypted(self) -> bool:
+        """True when frames to this receiver are AES-encrypted."""
+        return bool(self.key)
+
+
+@dataclass(frozen=True, slots=True)
+class ArcAlarm:
+    """What to tell the ARC about one event.
+
+    ``account`` 3-16 hex digits; ``fmt`` ``"ADM-CID"`` (default) or ``"SIA-DCS"``;
+    ``position`` ``(lat, lon, accuracy_m)`` in degrees/metres (accuracy may be None) → ``X``/``Y``
+    blocks; ``occurred_at`` aware datetime of the event → ``H`` block (late delivery);
+    ``text`` worker/site → ``I`` block, made ASCII-safe by :func:`protocol.sia.ascii_text`.
+    Raises ValidationError on construction.
+    """
+
+    account: str
+    contact_id: ContactId
+    fmt: str = "ADM-CID"
+    position: tuple[float, float, float | None] | None = None
+    occurred_at: datetime | None = None
+    text: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.fmt not in ("ADM-CID", "SIA-DCS"):
+            raise ValidationError("fmt", f"must be ADM-CID or SIA-DCS, got {self.fmt!r}")
+        object.__setattr__(self, "account", check_account(self.account))
+        self.data()  # SIA-DCS: the Contact ID code must have a SIA code
+        if self.position is not None:
+            lat, lon, _acc = self.position
+            format_latitude(lat), format_longitude(lon)
+        if self.occurred_at is not None:
+            format_timestamp(self.occurred_at)
+        if self.text is not None:
+            object.__setattr__(self, "text", ascii_text(self.text) or None)
+
+    def data(self) -> str:
+        """The frame's data: ``#acct|QEEE GG ZZZ`` (ADM-CID) or ``#acct|Nri<p>/<code><zone>``."""
+        if self.fmt == "ADM-CID":
+            return self.contact_id.body(self.account)
+        return self.contact_id.sia_dcs_body(self.account)
+
+
+def plan_xdata(alarm: ArcAlarm, limit: int | None = None) -> tuple[str, ...]:
+    """Extended-data blocks for ``alarm`` with at most ``limit`` blocks (None = all).
+
+    Priority: position (``X`` + ``Y``), then ``H``, then ``I``; wire order X, Y, H, I. When only
+    one block fits and there is a position, a single ``I`` block carries position and text
+    (:func:`protocol.sia.format_position_text`, read back by ``parse_position_text``).
+    """
+    pos, when, text = alarm.position, alarm.occurred_at, alarm.text
+    xy = (format_longitude(pos[1]), format_latitude(pos[0])) if pos else ()
+    h = ("H" + format_timestamp(when),) if when else ()
+    i = ("I" + text,) if text else ()
+    full = (*xy, *h, *i)
+    if limit is None or limit >= len(full):
+        return full
+    if limit <= 0:
+        return ()
+    if pos and limit == 1:
+        return ("I" + format_position_text(pos[0], pos[1], pos[2], text),)
+    room = limit - len(xy)
+    return (*xy, *(h + i)[:room])
+
+
+# --------------------------------------------------------------------------- sequences
+class SequenceSource(Protocol):
+    """Source of DC-09 sequence numbers per account (the relay shares one through Redis)."""
+
+    def next_sequence(self, account: str) -> int:
+        """The next sequence for ``account``: 1..9999, wrapping 9999 → 1."""
+        ...
+
+
+class MemorySequences:
+    """In-process :class:`SequenceSource` (tests, single-process relays). Thread-safe."""
+
+    def __init__(self, start: int = 1) -> None:
+        if not 1 <= start <= 9999:
+            raise ValidationError("start", "must be 1..9999")
+        self._start = start
+        self._next: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def next_sequence(self, account: str) -> int:
+        """The next sequence for ``account``: 1..9999, wrapping 9999 → 1."""
+        with self._lock:
+            value = self._next.get(account, self._start)
+            self._next[account] = value % 9999 + 1
+            return value
+
+
+# --------------------------------------------------------------------------- results
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One frame sent. ``outcome``: ACK, RSP, NAK, DUH, timeout, refused, error (other socket
+    error), garbage (unreadable reply), mismatch (ACK for another sequence/account).
+    ``clock_offset_s`` is the correction applied to the frame's timestamp."""
+
+    receiver: str
+    sequence: int
+    outcome: str
+    detail: str
+    xdata_blocks: int
+    clock_offset_s: float
+    elapsed_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class ArcResult:
+    """A delivered alarm: which receiver ACKed, the reply, how many frames it took
+    (``attempts``, all receivers), ``latency_s`` from :meth:`ArcClient.send` to the ACK,
+    ``xdata_sent`` blocks in the ACKed frame, ``degraded`` True when that frame carried less
+    extended data than the alarm had (receiver cap or trimmed after a NAK), and the log."""
+
+    receiver: str
+    sequence: int
+    reply: SiaReply
+    attempts: int
+    latency_s: float
+    degraded: bool
+    xdata_sent: tuple[str, ...]
+    log: tuple[Attempt, ...]
+
+
+# --------------------------------------------------------------------------- client
+class ArcClient:
+    """Sends alarms to the receivers in order (primary first) with retries (SPEC §3).
+
+    ``attempts_per_receiver`` bounds transport failures (timeout, refused, garbage) per
+    receiver, with back-off ``backoff_s × 2^n`` between them. ``clock`` gives Unix seconds for
+    frame timestamps (corrected per receiver after a time NAK); ``sleep`` is injectable.
+    """
+
+    def __init__(
+        self,
+        receivers: list[ArcReceiver],
+        sequences: SequenceSource,
+        *,
+        attempts_per_receiver: int = 3,
+        backoff_s: float = 0.5,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not receivers:
+            raise ValidationError("receivers", "at least one ARC receiver is needed")
+        if len({r.name for r in receivers}) != len(receivers):
+            raise ValidationError("receivers", "receiver names must be unique")
+        if attempts_per_receiver < 1:
+            raise ValidationError("attempts_per_receiver", "must be >= 1")
+        self.receivers = tuple(receivers)
+        self._sequences = sequences
+        self._attempts = attempts_per_receiver
+        self._backoff_s = backoff_s
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._offsets: dict[str, float] = {}
+        self._xdata_limits: dict[tuple[str, str], int] = {}  # (receiver, message ID) → cap
+
+    def clock_offset(self, receiver: str) -> float:
+        """Seconds added to our clock for frames to ``receiver`` (learned from its NAKs)."""
+        with self._lock:
+            return self._offsets.get(receiver, 0.0)
+
+    def send(self, alarm: ArcAlarm) -> ArcResult:
+        """Deliver ``alarm``: primary, then the next receivers, until one ACKs.
+
+        Raises ArcRejectedError when every receiver refused it (DUH/NAK) and
+        ArcUnavailableError otherwise (at least one could not be reached); both carry the log.
+        Errors of the :class:`SequenceSource` (e.g. Redis down) propagate unchanged.
+        """
+        sequence = self._sequences.next_sequence(alarm.account)
+        full = len(plan_xdata(alarm))
+        return self._deliver(self.receivers, alarm.fmt, alarm.account, sequence, alarm.data(),
+                             lambda n: plan_xdata(alarm, n), full)
+
+    def poll(self, receiver: ArcReceiver, account: str) -> ArcResult:
+        """Send a ``NULL`` link poll (sequence 0000) for ``account`` to one receiver.
+
+        Raises ArcUnavailableError / ArcRejectedError like :meth:`send`.
+        """
+        return self._deliver((receiver,), "NULL", check_account(account), 0, "", lambda _n: (), 0)
+
+    # ----------------------------------------------------------------------- internals
+    def _deliver(self, receivers: tuple[ArcReceiver, ...], message_id: str, account: str,
+                 sequence: int, data: str, planner: Callable[[int | None], tuple[str, ...]],
+                 full: int) -> ArcResult:
+        started = time.monotonic()
+        log: list[Attempt] = []
+        unreachable = False
+        for receiver in receivers:
+            outcome = self._try_receiver(receiver, message_id, sequence, account, data, planner,
+                                         full, log)
+            if isinstance(outcome, tuple):
+                reply, xdata = outcome
+                return ArcResult(receiver.name, sequence, reply, len(log),
+                                 time.monotonic() - started, len(xdata) < full, xdata, tuple(log))
+            unreachable |= outcome
+        names = ", ".join(r.name for r in receivers)
+        if unreachable:
+            raise ArcUnavailableError(
+                f"no ARC receiver reachable ({names}) for sequence {sequence:04d}", tuple(log), sequence)
+        raise ArcRejectedError(
+            f"every ARC receiver refused sequence {sequence:04d} ({names})", tuple(log), sequence)
+
+    def _try_receiver(self, receiver: ArcReceiver, message_id: str, sequence: int, account: str,
+                      data: str, planner: Callable[[int | None], tuple[str, ...]], full: int,
+                      log: list[Attempt]) -> tuple[SiaReply, tuple[str, ...]] | bool:
+        """Try one receiver. Returns (ACK reply, extended data sent), or when giving up
+        True (unreachable: transport failures) / False (refused: DUH or NAK)."""
+        with self._lock:
+            caps = (full, receiver.max_xdata_blocks,
+                    self._xdata_limits.get((receiver.name, message_id)))
+        first = min(c for c in caps if c is not None)
+        levels = [first] + [n for n in (1, 0) if n < first]  # extended-data blocks per try
+        level = failures = naks = 0
+        while True:
+            xdata = planner(levels[level])
+            offset = self.clock_offset(receiver.name)
+            moment = datetime.fromtimestamp(self._clock() + offset, timezone.utc)
+            frame = SiaFrame(message_id, sequence, account, data, xdata, moment,
+                             receiver.receiver_no, receiver.line_no)
+            raw = encode_frame(frame, receiver.key)
+            t0 = time.monotonic()
+
+            def record(outcome: str, detail: str) -> None:
+                log.append(Attempt(receiver.name, sequence, outcome, detail, len(xdata), offset,
+                                   time.monotonic() - t0))
+                _LOGGER.log(logging.INFO if outcome in ("ACK", "RSP") else logging.WARNING,
+                            "ARC %s seq %04d: %s %s", receiver.name, sequence, outcome, detail)
+
+            reply, problem = self._ask(receiver, raw)
+            if reply is not None and reply.kind in ("ACK", "RSP") and (
+                reply.sequence != sequence or reply.account not in (None, account)
+            ):
+                problem = ("mismatch", f"{reply.kind} for sequence {reply.sequence} "
+                                       f"account {reply.account}, not ours")
+            if problem is not None or reply is None:
+                record(*(problem or ("garbage", "no reply")))
+                failures += 1
+                if failures >= self._attempts:
+                    return True
+                self._sleep(self._backoff_s * 2 ** (failures - 1))
+                continue
+
+            if reply.kind in ("ACK", "RSP"):
+                record(reply.kind, f"{len(xdata)} extended-data blocks")
+                if level > 0:
+                    with self._lock:
+                        self._xdata_limits[(receiver.name, message_id)] = levels[level]
+                return reply, xdata
+            if reply.kind == "DUH":
+                record("DUH", "receiver did not understand the frame; trying the next receiver")
+                return False
+
+            naks += 1  # a NAK: about our clock, or about the frame's format
+            skew = None
+            if reply.timestamp is not None:
+                skew = reply.timestamp.timestamp() - (self._clock() + offset)
+            if skew is not None and abs(skew) >= CLOCK_NAK_THRESHOLD_S:
+                with self._lock:
+                    self._offsets[receiver.name] = offset + skew
+                record("NAK", f"clock off by {skew:+.0f} s; re-sending with corrected time")
+                if naks > len(levels) + 1:
+                    return False
+                continue
+            if level + 1 < len(levels):
+                level += 1
+                record("NAK", f"format refused; re-sending with {levels[level]} extended-data blocks")
+                continue
+            record("NAK", "refused with no extended data left to trim")
+            return False
+
+    def _ask(self, receiver: ArcReceiver, raw: bytes) -> tuple[SiaReply | None, tuple[str, str] | None]:
+        """Exchange one frame; (reply, None) or (None, (outcome, detail)) on transport failure."""
+        try:
+            return parse_reply(self._exchange(receiver, raw), receiver.key), None
+        except (TimeoutError, socket.timeout):
+            return None, ("timeout", f"no reply within {receiver.timeout_s} s")
+        except ConnectionRefusedError as exc:
+            return None, ("refused", str(exc))
+        except OSError as exc:
+            return None, ("error", f"{type(exc).__name__}: {exc}")
+        except SiaFrameError as exc:
+            return None, ("garbage", exc.reason)
+
+    @staticmethod
+    def _exchange(receiver: ArcReceiver, raw: bytes) -> bytes:
+        """Connect, send one frame, read one reply (up to CR, or a bare ``"NAK"``), close."""
+        deadline = time.monotonic() + receiver.timeout_s
+        with socket.create_connection((receiver.host, receiver.port), timeout=receiver.timeout_s) as sock:
+            sock.sendall(raw)
+            buffer = b""
+            while not reply_complete(buffer):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError("no complete reply")
+                sock.settimeout(remaining)
+                chunk = sock.recv(1024)
+                if not chunk:
+                    if buffer:
+                        return buffer
+                    raise ConnectionResetError("receiver closed the connection without a reply")
+                buffer += chunk
+                if len(buffer) > _MAX_REPLY_BYTES:
+                    raise SiaFrameError("reply too long")
+            end = buffer.find(b"\r")
+            return buffer if end < 0 else buffer[: end + 1]

@@ -1,0 +1,142 @@
+"""The ``lonewatch`` command (click). Human output by default, ``--json`` for scripts.
+
+Exit codes: 0 success, 1 the thing checked failed (e.g. the demo's ARC did not ACK),
+2 usage or configuration error (file:line messages), 3 a required server is missing.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from protocol.errors import LonewatchError
+
+EXIT_FAILED, EXIT_CONFIG, EXIT_MISSING = 1, 2, 3
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More log output on stderr (-v info, -vv debug).")
+def main(verbose: int) -> None:
+    """lonewatch — panic button for lone workers, and the relay that gets help.
+
+    \b
+    Examples:
+      lonewatch demo                 # the whole chain on this machine
+      lonewatch demo --json          # the same timeline as JSON lines
+      lonewatch relay run -c /etc/lonewatch/relay.toml
+    """
+    if verbose:
+        logging.basicConfig(level=logging.DEBUG if verbose > 1 else logging.INFO, stream=sys.stderr,
+                            format="%(asctime)s %(name)s %(levelname)s %(message)s")  # fmt: skip
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the timeline as JSON lines (one object per step).")
+@click.option("--arc", "arc_addr", metavar="HOST:PORT", help="Send to this external SIA DC-09 receiver instead of starting one.")
+@click.option("--keep", is_flag=True, help="Keep the demo's work directory (configs, logs) for inspection.")
+def demo(as_json: bool, arc_addr: str | None, keep: bool) -> None:
+    """Hold the button of a simulated device and follow the alarm to a real ARC receiver.
+
+    Starts a throwaway Mosquitto and Redis on free ports, one relay, one simulated device
+    (gpiozero MockFactory pins + modem simulator on a pseudo-terminal) and pysiaalarm as the
+    ARC. Exit 0 only if the ARC received and acknowledged the alarm.
+
+    \b
+    Example:
+      lonewatch demo --json | jq -c 'select(.step=="arc_ack")'
+    """
+    from .demo import run_demo
+    from .localstack import MissingServerError
+
+    if arc_addr is not None and not _valid_hostport(arc_addr):
+        raise click.BadParameter("expected HOST:PORT, e.g. 127.0.0.1:12128", param_hint="--arc")
+    try:
+        code = run_demo(as_json=as_json, arc_addr=arc_addr, keep=keep)
+    except MissingServerError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_MISSING)
+    sys.exit(code)
+
+
+def _valid_hostport(text: str) -> bool:
+    host, sep, port = text.rpartition(":")
+    return bool(sep and host and port.isdigit() and 0 < int(port) < 65536)
+
+
+@main.group()
+def relay() -> None:
+    """Run and inspect the relay service."""
+
+
+@relay.command("run")
+@click.option("-c", "--config", "path", required=True, type=click.Path(dir_okay=False), help="relay.toml")
+def relay_run(path: str) -> None:
+    """Run the relay until SIGTERM.
+
+    \b
+    Example:
+      lonewatch relay run -c /etc/lonewatch/relay.toml
+    """
+    from .app import run_forever
+    from .config import load_relay_config
+
+    cfg = _load(load_relay_config, path)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s %(levelname)s %(message)s")
+    run_forever(cfg)
+
+
+@main.group()
+def device() -> None:
+    """Run the device daemon (on the Pi)."""
+
+
+@device.command("run")
+@click.option("-c", "--config", "path", default="/etc/lonewatch/device.toml", show_default=True, type=click.Path(dir_okay=False))
+def device_run(path: str) -> None:
+    """Run the device daemon until SIGTERM (real GPIO pins and modem).
+
+    \b
+    Example:
+      lonewatch device run -c /etc/lonewatch/device.toml
+    """
+    from device.config import load_device_config
+    from device.service import run_forever
+
+    cfg = _load(load_device_config, path)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s %(levelname)s %(message)s")
+    run_forever(cfg)
+
+
+@main.command("check-config")
+@click.argument("kind", type=click.Choice(["device", "relay", "registry"]))
+@click.argument("path", type=click.Path(dir_okay=False))
+def check_config(kind: str, path: str) -> None:
+    """Validate a config file and print every problem as file:line (exit 2 if any).
+
+    \b
+    Example:
+      lonewatch check-config device /etc/lonewatch/device.toml
+    """
+    if kind == "device":
+        from device.config import load_device_config as loader
+    elif kind == "relay":
+        from .config import load_relay_config as loader  # type: ignore[assignment]
+    else:
+        from .registry_file import load_registry as loader  # type: ignore[assignment]
+    _load(loader, path)
+    click.echo(f"{path}: ok")
+
+
+def _load(loader, path: str):
+    try:
+        return loader(path)
+    except LonewatchError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(EXIT_CONFIG)
+    except OSError as exc:
+        click.echo(f"{path}: {exc.strerror}", err=True)
+        sys.exit(EXIT_CONFIG)

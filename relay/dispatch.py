@@ -1,0 +1,193 @@
+"""Dispatch of stored events to the ARC over SIA DC-09 (SPEC §3 "Dispatch of an alarm").
+
+Worker threads take dispatch jobs from the Redis stream consumer group (at-least-once:
+a job taken by a relay that dies is reclaimed by another after ``reclaim_idle_s``), map the
+event to Contact ID, send it with :class:`relay.arc.ArcClient`, record the result on the
+event and ack ``arc`` to the device. An ARC that cannot be reached is retried with
+back-off until it takes the alarm; the device is told ``arc_failed`` meanwhile, so it can
+fall back to SMS. Nothing is dropped: a job is XACKed only once its outcome is recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+from protocol.messages import Ack, Event
+from protocol.sia import ContactId, contact_id_for
+
+from .arc import ArcAlarm, ArcClient, ArcError, ArcRejectedError, ArcResult
+from .store import DeviceEntry, Store, StoreError
+
+log = logging.getLogger(__name__)
+
+#: Event kinds that are not sent to the ARC (check-in bookkeeping stays in the relay).
+NOT_FOR_ARC = frozenset({"checkin_start", "checkin_done"})
+#: A device-queued event older than this (relay clock vs event time) carries its time of
+#: occurrence as ``H`` extended data (SPEC §4), in seconds.
+LATE_AFTER_S = 30.0
+
+
+def contact_id_of(event: Event, zone: int, partition: int) -> ContactId | None:
+    """The Contact ID message for an event (SPEC §3 event mapping), or None if the event
+    kind is not reported to the ARC. ``battery_restore`` is 302 with qualifier 3."""
+    if event.kind in NOT_FOR_ARC:
+        return None
+    if event.kind == "battery_restore":
+        code, qualifier = contact_id_for("low_battery", restore=True)
+    else:
+        code, qualifier = contact_id_for(event.kind)
+    return ContactId(qualifier=qualifier, code=code, partition=partition, zone=zone)
+
+
+def arc_alarm_of(event: Event, entry: DeviceEntry, *, partition: int, fmt: str, now: float | None = None) -> ArcAlarm | None:
+    """Build the SIA DC-09 alarm for a stored event: account and zone from the registry,
+    position as extended data, worker/site as alarm text, time of occurrence if late."""
+    cid = contact_id_of(event, entry.zone, partition)
+    if cid is None:
+        return None
+    now = time.time() if now is None else now
+    occurred = datetime.fromtimestamp(event.ts, timezone.utc) if now - event.ts > LATE_AFTER_S else None
+    pos = event.position
+    return ArcAlarm(
+        account=entry.account,
+        contact_id=cid,
+        fmt=fmt,
+        position=(pos.lat, pos.lon, pos.accuracy_m) if pos is not None else None,
+        occurred_at=occurred,
+        text=", ".join(p for p in (entry.worker, entry.site) if p) or None,
+    )
+
+
+class Dispatcher:
+    """Runs ``workers`` dispatch threads against the store's dispatch stream.
+
+    Args:
+        store: Redis state.
+        arc: the ARC client (``None``: no ARC contract; jobs are recorded as ``no_arc``).
+        publish_ack: ``(device_id, Ack) -> None``.
+        name: consumer name prefix, unique per relay instance.
+        partition, fmt: Contact ID partition and SIA DC-09 format from the relay config.
+        on_result: optional hook ``(Event, ArcResult | Exception) -> None``, called before
+            the device is told; it must return quickly (the demo and tests observe with it).
+        retry_s: wait between rounds when every receiver failed, seconds (doubles to 30 s).
+        reclaim_idle_s: a job untouched this long by its consumer is taken over, seconds.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        arc: ArcClient | None,
+        publish_ack: Callable[[str, Ack], None],
+        *,
+        name: str,
+        partition: int = 1,
+        fmt: str = "ADM-CID",
+        workers: int = 4,
+        on_result: Callable[[Event, object], None] | None = None,
+        retry_s: float = 1.0,
+        reclaim_idle_s: float = 30.0,
+    ) -> None:
+        self.store, self.arc, self.publish_ack = store, arc, publish_ack
+        self.name, self.partition, self.fmt = name, partition, fmt
+        self.workers, self.on_result = workers, on_result
+        self.retry_s, self.reclaim_idle_s = retry_s, reclaim_idle_s
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        """Create the consumer group and start the worker threads."""
+        self.store.ensure_group()
+        for i in range(self.workers):
+            t = threading.Thread(target=self._run, args=(f"{self.name}-{i}",), name=f"dispatch-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Ask the workers to stop and wait up to ``timeout_s`` seconds for each.
+        A job in flight stays pending in Redis and is reclaimed later: nothing is lost."""
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout_s)
+        self._threads.clear()
+
+    def _run(self, consumer: str) -> None:
+        last_reclaim = 0.0
+        while not self._stop.is_set():
+            try:
+                jobs: list[tuple[str, str]] = []
+                if time.monotonic() - last_reclaim > self.reclaim_idle_s / 2:
+                    jobs = self.store.reclaim_jobs(consumer, int(self.reclaim_idle_s * 1000))
+                    last_reclaim = time.monotonic()
+                jobs = jobs or self.store.next_jobs(consumer, block_ms=500, count=1)
+                for job_id, event_id in jobs:
+                    self.run_job(job_id, event_id)
+            except StoreError as exc:
+                log.error("dispatch %s: redis unavailable (%s); retrying", consumer, exc)
+                self._stop.wait(1.0)
+            except Exception:  # a bug must not kill the worker; the job stays pending
+                log.exception("dispatch %s: unexpected error; job left pending for retry", consumer)
+                self._stop.wait(1.0)
+
+    def run_job(self, job_id: str, event_id: str) -> None:
+        """Dispatch one job to completion (or until stop). XACKs only after recording."""
+        rec = self.store.event(event_id)
+        if rec is None:
+            log.error("dispatch job %s: event %s missing from store (expired?)", job_id, event_id)
+            self.store.finish_job(job_id)
+            return
+        event, fields = rec
+        if fields.get("arc") in ("acked", "rejected", "not_sent", "no_arc"):
+            self.store.finish_job(job_id)  # already done by an instance that died before XACK
+            return
+        entry = self.store.device(event.device)
+        alarm = arc_alarm_of(event, entry, partition=self.partition, fmt=self.fmt) if entry else None
+        if alarm is None or self.arc is None:
+            self.store.mark_event(event_id, arc="not_sent" if alarm is None else "no_arc")
+            self.store.finish_job(job_id)
+            return
+        self._send_until_done(event, alarm)
+        self.store.finish_job(job_id)
+
+    def _send_until_done(self, event: Event, alarm: ArcAlarm) -> None:
+        wait, told_failed = self.retry_s, False
+        while True:
+            try:
+                result: ArcResult = self.arc.send(alarm)  # type: ignore[union-attr]
+            except ArcRejectedError as exc:
+                # DUH everywhere: resending the same frame is pointless; record it loudly.
+                log.error("ARC rejected %s (%s): %s", event.id, event.kind, exc)
+                self.store.mark_event(event.id, arc="rejected", arc_error=str(exc)[:500])
+                self.publish_ack(event.device, Ack(id=event.id, stage="arc_failed", ts=time.time(), detail={"reason": "rejected"}))
+                self._notify(event, exc)
+                return
+            except ArcError as exc:
+                log.error("ARC unreachable for %s (%s): %s; retrying in %.1f s", event.id, event.kind, exc, wait)
+                self.store.mark_event(event.id, arc="retrying", arc_error=str(exc)[:500])
+                if not told_failed:
+                    self.publish_ack(event.device, Ack(id=event.id, stage="arc_failed", ts=time.time(), detail={"reason": "unreachable"}))
+                    told_failed = True
+                self._notify(event, exc)
+                if self._stop.wait(wait):
+                    return  # job stays pending in Redis; another run picks it up
+                wait = min(wait * 2, 30.0)
+                continue
+            self.store.mark_event(
+                event.id, arc="acked", arc_receiver=result.receiver, arc_sequence=result.sequence,
+                arc_latency_ms=round(result.latency_s * 1000, 1), arc_acked_at=f"{time.time():.3f}",
+            )  # fmt: skip
+            log.info("ARC ACK for %s (%s) from %s in %.0f ms", event.id, event.kind, result.receiver, result.latency_s * 1000)
+            self._notify(event, result)
+            detail = {"receiver": result.receiver, "latency_ms": round(result.latency_s * 1000, 1)}
+            self.publish_ack(event.device, Ack(id=event.id, stage="arc", ts=time.time(), detail=detail))
+            return
+
+    def _notify(self, event: Event, outcome: object) -> None:
+        if self.on_result is not None:
+            try:
+                self.on_result(event, outcome)
+            except Exception:
+                log.exception("on_result hook failed")

@@ -1,0 +1,228 @@
+"""Throwaway Mosquitto and Redis servers on free loopback ports, with the project's own
+config files (``relay/conf``): used by ``lonewatch demo`` and the integration tests.
+
+They never touch the servers that may already run on the standard ports (1883, 6379): each
+instance gets a fresh port, its own directory and its own config, and :meth:`stop` kills it.
+
+Errors: :class:`MissingServerError` (binary not installed; the message is the exact install
+line), :class:`ServerStartError` (it did not come up; the message carries its log tail).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from string import Template
+
+from protocol.errors import LonewatchError
+
+CONF_DIR = Path(__file__).with_name("conf")
+#: Debian package for each server binary.
+PACKAGES = {"mosquitto": "mosquitto", "mosquitto_passwd": "mosquitto", "redis-server": "redis-server"}
+
+
+class MissingServerError(LonewatchError, FileNotFoundError):
+    """A server binary is not installed. ``str()`` says the exact install line."""
+
+
+class ServerStartError(LonewatchError, RuntimeError):
+    """A server did not start or did not accept connections in time."""
+
+
+def find_binary(name: str) -> str:
+    """Path of ``name`` on PATH or in /usr/sbin.
+
+    Raises:
+        MissingServerError: with ``sudo apt-get install -y <package>`` as the fix.
+    """
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin")
+    if not found:
+        pkg = PACKAGES.get(name, name)
+        raise MissingServerError(f"{name} is not installed; install it with: sudo apt-get install -y {pkg}")
+    return found
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout_s: float, proc: subprocess.Popen | None = None) -> bool:
+    """True once 127.0.0.1:``port`` accepts TCP connections within ``timeout_s`` seconds;
+    False on timeout or when ``proc`` exits first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return False
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _readable_by_service_user(paths: list[Path], user: str) -> None:
+    """Mosquitto started as root drops to its own user (SPEC §7): hand it its files."""
+    if os.geteuid() != 0:
+        return
+    try:
+        pw = pwd.getpwnam(user)
+    except KeyError:
+        return
+    for p in paths:
+        os.chown(p, pw.pw_uid, pw.pw_gid)
+
+
+@dataclass
+class _Server:
+    #: Directory for config, data and log. Default: a fresh directory under the system temp
+    #: dir, which a service user can reach even when the caller's own tmp dir is 0700.
+    workdir: Path | None = None
+    port: int = 0
+    proc: subprocess.Popen | None = field(default=None, repr=False)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, lines: int = 20) -> str:
+        if self.workdir is None:
+            return "(no log)"
+        log = self.workdir / self.log_name
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else "(no log)"
+
+    log_name = "server.log"
+
+    def _spawn(self, argv: list[str], name: str) -> None:
+        with open(self.workdir / f"{name}.stdout", "ab") as out:
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=self.workdir, start_new_session=True)
+        if not wait_for_port(self.port, 10.0, self.proc):
+            self.stop()
+            raise ServerStartError(f"{name} did not start on port {self.port}:\n{self.log_tail()}")
+
+    def _prepare_workdir(self, prefix: str) -> Path:
+        if self.workdir is None:
+            self.workdir = Path(tempfile.mkdtemp(prefix=f"lonewatch-{prefix}-"))
+            self._owns_workdir = True
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        return self.workdir
+
+    _owns_workdir = False
+
+    def cleanup(self) -> None:
+        """Stop, then delete the work directory if this object created it."""
+        self.stop()
+        if self._owns_workdir and self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def stop(self, kill: bool = False) -> None:
+        """Stop the server (SIGTERM, or SIGKILL with ``kill=True``) and wait for it."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
+
+
+@dataclass
+class Mosquitto(_Server):
+    """A Mosquitto broker rendered from ``conf/mosquitto.conf`` + ``conf/acl``.
+
+    ``users`` maps username → password (written hashed with ``mosquitto_passwd``; the file is
+    mode 0600). The relay's account must be called ``relay`` (the ACL names it); device
+    accounts are named after the device id.
+    """
+
+    users: dict[str, str] = field(default_factory=dict)
+    bind: str = "127.0.0.1"
+    log_name = "mosquitto.log"
+
+    def start(self) -> "Mosquitto":
+        """Render the config, write credentials, start, wait until it accepts connections.
+
+        Raises:
+            MissingServerError, ServerStartError.
+        """
+        binary = find_binary("mosquitto")
+        self._prepare_workdir("mosquitto")
+        os.chmod(self.workdir, 0o755)
+        self.port = self.port or free_port()
+        self.write_passwords()
+        shutil.copyfile(CONF_DIR / "acl", self.workdir / "acl")
+        conf = Template((CONF_DIR / "mosquitto.conf").read_text()).substitute(
+            port=self.port, bind=self.bind, dir=self.workdir
+        )
+        (self.workdir / "mosquitto.conf").write_text(conf)
+        _readable_by_service_user([self.workdir, self.workdir / "passwd", self.workdir / "acl"], "mosquitto")
+        self._spawn([binary, "-c", str(self.workdir / "mosquitto.conf")], "mosquitto")
+        return self
+
+    def write_passwords(self) -> None:
+        """(Re)write the hashed password file from :attr:`users`, mode 0600."""
+        tool = find_binary("mosquitto_passwd")
+        path = self.workdir / "passwd"
+        path.unlink(missing_ok=True)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        for user, password in self.users.items():
+            # -b puts the password on the command line of a short-lived local process only.
+            subprocess.run([tool, "-b", str(path), user, password], check=True, capture_output=True)
+
+    def restart(self) -> None:
+        """Stop and start again on the same port with the same persistence directory."""
+        self.stop()
+        self.start()
+
+
+@dataclass
+class RedisServer(_Server):
+    """A Redis server from ``conf/redis.conf`` (AOF on, fsync always) on a free port."""
+
+    log_name = "redis.log"
+
+    def start(self) -> "RedisServer":
+        """Start and wait until it accepts connections.
+
+        Raises:
+            MissingServerError, ServerStartError.
+        """
+        binary = find_binary("redis-server")
+        self._prepare_workdir("redis")
+        self.port = self.port or free_port()
+        argv = [
+            binary, str(CONF_DIR / "redis.conf"),
+            "--port", str(self.port), "--bind", "127.0.0.1",
+            "--dir", str(self.workdir), "--logfile", str(self.workdir / "redis.log"),
+            "--daemonize", "no",
+        ]  # fmt: skip
+        self._spawn(argv, "redis")
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def restart(self) -> None:
+        """Stop and start again on the same port and data directory (AOF is replayed)."""
+        self.stop()
+        self.start()

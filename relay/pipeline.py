@@ -1,0 +1,111 @@
+"""The relay's per-message pipeline (SPEC §3), free of MQTT: validate → dead-letter bad
+input with the reason → deduplicate by event id → store (event log + device state +
+dispatch job, one atomic step) → ack ``received`` to the device.
+
+Dispatch (ARC, contacts) runs elsewhere (:mod:`relay.dispatch`) from the stored dispatch
+jobs, so the pipeline never waits for a receiver and a crash between storing and
+dispatching loses nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from protocol.errors import ValidationError
+from protocol.messages import Ack, Alive, Event, Status, decode_for_topic
+from protocol.topics import parse_topic
+
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+Outcome = Literal["stored", "duplicate", "alive", "status", "dead_letter"]
+
+
+@dataclass(frozen=True, slots=True)
+class Handled:
+    """What the pipeline did with one message: ``outcome``, the event (for stored and
+    duplicate events), and ``reason`` for a dead letter."""
+
+    outcome: Outcome
+    event: Event | None = None
+    reason: str = ""
+
+
+class Pipeline:
+    """Handles one incoming MQTT message at a time; thread-safe if ``publish_ack`` is.
+
+    Args:
+        store: the Redis state.
+        publish_ack: ``(device_id, Ack) -> None``, sends an ack to ``lonewatch/<id>/ack``.
+        on_stored: optional hook ``(Event, is_new) -> None`` called after storing (the demo
+            and tests observe the pipeline through it).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        publish_ack: Callable[[str, Ack], None],
+        on_stored: Callable[[Event, bool], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.publish_ack = publish_ack
+        self.on_stored = on_stored
+        #: Counts per outcome and per dead-letter reason class (operability).
+        self.counts: Counter[str] = Counter()
+
+    def handle(self, topic: str, payload: bytes) -> Handled:
+        """Run the pipeline for one message.
+
+        Bad input never raises: it is dead-lettered and counted.
+
+        Raises:
+            relay.store.StoreError: Redis failed; nothing was acked, so the caller must not
+                acknowledge the MQTT message (the broker or the device will send it again).
+        """
+        try:
+            msg = decode_for_topic(topic, payload)
+        except ValidationError as exc:
+            return self._dead_letter(topic, payload, f"invalid: {exc}")
+        if isinstance(msg, Ack):
+            return self._dead_letter(topic, payload, "invalid: ack messages are relay → device only")
+        if self.store.device(msg.device) is None:
+            return self._dead_letter(topic, payload, f"unknown device {msg.device!r}: not in the registry")
+
+        if isinstance(msg, Alive):
+            self.store.update_alive(msg)
+            self.counts["alive"] += 1
+            return Handled("alive")
+        if isinstance(msg, Status):
+            self.store.update_status(msg)
+            self.counts["status"] += 1
+            return Handled("status")
+
+        is_new = self.store.store_event(msg, payload)
+        # Ack only now that Redis has it; a resend is acked again (the first ack may be lost).
+        self.publish_ack(msg.device, Ack(id=msg.id, stage="received", ts=time.time()))
+        if not is_new:
+            rec = self.store.event(msg.id)
+            if rec is not None and rec[1].get("arc") == "acked":
+                self.publish_ack(msg.device, Ack(id=msg.id, stage="arc", ts=time.time(), detail={"repeat": True}))
+        self.counts["stored" if is_new else "duplicate"] += 1
+        log.info("event %s (%s) %s", msg.id, msg.kind, "stored" if is_new else "duplicate, acked again")
+        if self.on_stored is not None:
+            self.on_stored(msg, is_new)
+        return Handled("stored" if is_new else "duplicate", event=msg)
+
+    def _dead_letter(self, topic: str, payload: bytes, reason: str) -> Handled:
+        device = "?"
+        try:
+            device = parse_topic(topic)[0]
+        except ValidationError:
+            pass
+        log.warning("dead letter from %s on %r: %s", device, topic[:80], reason)
+        self.store.dead_letter(topic, payload, reason)
+        self.counts["dead_letter"] += 1
+        return Handled("dead_letter", reason=reason)

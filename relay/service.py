@@ -1,0 +1,166 @@
+"""The relay service: MQTT subscriber → :class:`relay.pipeline.Pipeline` → dispatch.
+
+MQTT (SPEC §3): MQTT v5, persistent session (``clean_start=False`` with a session expiry),
+QoS 1, shared subscription ``$share/<group>/lonewatch/+/<channel>`` so several relay
+instances split the load, and **manual acks**: the broker's PUBACK for a device message is
+sent only after the pipeline stored it in Redis. A relay killed before that point gets the
+message again (or another instance does).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from protocol.messages import Ack, Event, encode
+from protocol.topics import RELAY_FILTERS, shared, topic
+
+from .arc import ArcClient
+from .dispatch import Dispatcher
+from .pipeline import Pipeline
+from .store import Store, StoreError
+
+log = logging.getLogger(__name__)
+
+#: How long the broker keeps the relay's session (and queued messages) while it is away, s.
+SESSION_EXPIRY_S = 7 * 24 * 3600
+
+
+class RelayService:
+    """One relay instance.
+
+    Args:
+        mqtt_host, mqtt_port: the broker.
+        username, password: the relay's broker account (the password is never logged).
+        client_id: unique per instance and stable across restarts (persistent session).
+        store: Redis state. arc: ARC client or None (no ARC contract).
+        shared_group: MQTT v5 shared-subscription group name.
+        tls_ca: CA file for TLS, ``""`` for the system store, ``None`` for no TLS.
+        partition, fmt, dispatch_workers: see :class:`relay.dispatch.Dispatcher`.
+        on_stored, on_result: observation hooks for the demo and tests.
+    """
+
+    def __init__(
+        self,
+        *,
+        mqtt_host: str,
+        mqtt_port: int,
+        username: str,
+        password: str,
+        client_id: str,
+        store: Store,
+        arc: ArcClient | None,
+        shared_group: str = "lonewatch-relay",
+        tls_ca: str | None = None,
+        keepalive_s: int = 30,
+        partition: int = 1,
+        fmt: str = "ADM-CID",
+        dispatch_workers: int = 4,
+        on_stored: Callable[[Event, bool], None] | None = None,
+        on_result: Callable[[Event, object], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.shared_group = shared_group
+        self._host, self._port, self._keepalive = mqtt_host, mqtt_port, keepalive_s
+        self._inbox: queue.Queue[tuple[str, bytes, int, int] | None] = queue.Queue()
+        self._stop = threading.Event()
+        self.connected = threading.Event()
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=True
+        )
+        self.client.username_pw_set(username, password)
+        if tls_ca is not None:
+            self.client.tls_set(ca_certs=tls_ca or None)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(min_delay=1, max_delay=10)
+        self.pipeline = Pipeline(store, self.publish_ack, on_stored=on_stored)
+        self.dispatcher = Dispatcher(
+            store, arc, self.publish_ack, name=client_id, partition=partition, fmt=fmt,
+            workers=dispatch_workers, on_result=on_result,
+        )  # fmt: skip
+        self._worker = threading.Thread(target=self._process, name="relay-pipeline", daemon=True)
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect (asynchronously, with automatic reconnect) and start processing."""
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        self.dispatcher.start()
+        self._worker.start()
+        self.client.connect_async(self._host, self._port, self._keepalive, clean_start=False, properties=props)
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        """Disconnect and stop the threads. Unprocessed messages are not acked, so the
+        broker delivers them again to this or another instance."""
+        self._stop.set()
+        self._inbox.put(None)
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.dispatcher.stop()
+        self._worker.join(5)
+
+    # --- MQTT callbacks (paho network thread) ------------------------------------------
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.error("broker refused the relay: %s", reason_code)
+            return
+        client.subscribe([(shared(f, self.shared_group), 1) for f in RELAY_FILTERS])
+        log.info("relay connected to %s:%s (session present: %s)", self._host, self._port, flags.session_present)
+        self.connected.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self.connected.clear()
+        if not self._stop.is_set():
+            log.warning("relay lost the broker (%s); reconnecting", reason_code)
+
+    def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
+        self._inbox.put((msg.topic, bytes(msg.payload), msg.mid, msg.qos))
+
+    # --- pipeline thread ----------------------------------------------------------------
+
+    def _process(self) -> None:
+        while True:
+            item = self._inbox.get()
+            if item is None:
+                return
+            topic_name, payload, mid, qos = item
+            delay = 0.2
+            while not self._stop.is_set():
+                try:
+                    self.pipeline.handle(topic_name, payload)
+                except StoreError as exc:
+                    log.error("redis unavailable, message from %s kept unacked: %s", topic_name, exc)
+                    self._stop.wait(delay)
+                    delay = min(delay * 2, 5.0)
+                    continue
+                except Exception:  # a bug must not stop the relay; the message is dead-lettered
+                    log.exception("pipeline failed on a message from %s", topic_name)
+                    try:
+                        self.store.dead_letter(topic_name, payload, "internal error in the relay pipeline")
+                    except StoreError:
+                        self._stop.wait(delay)
+                        continue
+                if qos > 0:
+                    self.client.ack(mid, qos)
+                break
+
+    def publish_ack(self, device_id: str, ack: Ack) -> None:
+        """Send ``ack`` to ``lonewatch/<device_id>/ack`` with QoS 1 (paho queues it while
+        the broker is away)."""
+        self.client.publish(topic(device_id, "ack"), encode(ack), qos=1)
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        """True once connected and subscribed, within ``timeout_s`` seconds."""
+        return self.connected.wait(timeout_s)
+

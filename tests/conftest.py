@@ -1,0 +1,60 @@
+"""Shared fixtures: throwaway Mosquitto / Redis servers on free ports (the project's own
+config files via :mod:`relay.localstack`), never the ones on the standard ports."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from relay.localstack import Mosquitto, RedisServer
+
+
+class Credentials(dict):
+    """username → password for the broker fixture; ``relay`` is the relay's account."""
+
+
+@pytest.fixture
+def broker_users() -> Credentials:
+    users = Credentials(relay=secrets.token_urlsafe(12))
+    for dev in ("lw-0001", "lw-0002", "lw-demo-0001"):
+        users[dev] = secrets.token_urlsafe(12)
+    return users
+
+
+@pytest.fixture
+def mosquitto(broker_users: Credentials) -> Iterator[Mosquitto]:
+    """A running Mosquitto with password file + ACL; stopped and removed afterwards."""
+    server = Mosquitto(users=dict(broker_users)).start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A running Redis (AOF, fsync always); stopped and removed afterwards."""
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def wait_until() -> Callable[..., bool]:
+    """``wait_until(predicate, timeout_s=10)``: poll until true; returns the final value.
+    Used to wait for asynchronous outcomes, never to assert on timing."""
+
+    def _wait(predicate: Callable[[], object], timeout_s: float = 10.0, interval_s: float = 0.02) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(interval_s)
+        return bool(predicate())
+
+    return _wait
