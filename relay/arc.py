@@ -239,7 +239,8 @@ class ArcResult:
     """A delivered alarm: which receiver ACKed, the reply, how many frames it took
     (``attempts``, all receivers), ``latency_s`` from :meth:`ArcClient.send` to the ACK,
     ``xdata_sent`` blocks in the ACKed frame, ``degraded`` True when that frame carried less
-    extended data than the alarm had (receiver cap or trimmed after a NAK), and the log."""
+    extended data than the receiver is configured to take (``max_xdata_blocks``): it was
+    trimmed after a format NAK, now or for an earlier alarm; and the log."""
 
     receiver: str
     sequence: int
@@ -322,8 +323,10 @@ class ArcClient:
                                          full, log)
             if isinstance(outcome, tuple):
                 reply, xdata = outcome
+                # Degraded = less than this receiver is configured to take (a fallback).
+                cap = full if receiver.max_xdata_blocks is None else min(full, receiver.max_xdata_blocks)
                 return ArcResult(receiver.name, sequence, reply, len(log),
-                                 time.monotonic() - started, len(xdata) < full, xdata, tuple(log))
+                                 time.monotonic() - started, len(xdata) < cap, xdata, tuple(log))
             unreachable |= outcome
         names = ", ".join(r.name for r in receivers)
         if unreachable:

@@ -35,8 +35,11 @@ def main(verbose: int) -> None:
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the timeline as JSON lines (one object per step).")
 @click.option("--arc", "arc_addr", metavar="HOST:PORT", help="Send to this external SIA DC-09 receiver instead of starting one.")
+@click.option("--scenario", default="panic", show_default=True, metavar="NAME",
+              help="What to show; `lonewatch demo --list` names them all.")
+@click.option("--list", "list_", is_flag=True, help="List the scenarios and exit.")
 @click.option("--keep", is_flag=True, help="Keep the demo's work directory (configs, logs) for inspection.")
-def demo(as_json: bool, arc_addr: str | None, keep: bool) -> None:
+def demo(as_json: bool, arc_addr: str | None, scenario: str, list_: bool, keep: bool) -> None:
     """Hold the button of a simulated device and follow the alarm to a real ARC receiver.
 
     Starts a throwaway Mosquitto and Redis on free ports, one relay, one simulated device
@@ -48,12 +51,20 @@ def demo(as_json: bool, arc_addr: str | None, keep: bool) -> None:
       lonewatch demo --json | jq -c 'select(.step=="arc_ack")'
     """
     from .demo import run_demo
+    from .demo.scenarios import load_all
     from .localstack import MissingServerError
 
+    scenarios = load_all()
+    if list_:
+        for name, (_, description) in sorted(scenarios.items()):
+            click.echo(f"{name:<16} {description}")
+        return
+    if scenario not in scenarios:
+        raise click.BadParameter(f"unknown scenario {scenario!r}; choose one of {', '.join(sorted(scenarios))}", param_hint="--scenario")
     if arc_addr is not None and not _valid_hostport(arc_addr):
         raise click.BadParameter("expected HOST:PORT, e.g. 127.0.0.1:12128", param_hint="--arc")
     try:
-        code = run_demo(as_json=as_json, arc_addr=arc_addr, keep=keep)
+        code = run_demo(scenario=scenario, as_json=as_json, arc_addr=arc_addr, keep=keep)
     except MissingServerError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_MISSING)

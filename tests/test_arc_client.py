@@ -174,7 +174,7 @@ def test_encrypted_adm_cid_with_position_as_text(arc: PysiaReceiver, account: st
     (text,) = [x.value for x in event.extended_data if x.identifier == "I"]
     found = parse_position_text(text)
     assert (found.lat, found.lon, found.accuracy_m, found.text) == (55.66857, 12.57613, 8.0, "Anna Hansen, Koedbyen")
-    assert result.degraded and result.xdata_sent == ("I" + text,)
+    assert not result.degraded and result.xdata_sent == ("I" + text,)  # the configured cap, not a fallback
 
 
 def test_adm_cid_with_all_extended_data_is_trimmed_after_nak_then_remembered(arc: PysiaReceiver) -> None:

@@ -146,7 +146,8 @@ def test_pin_entered_and_never_logged(caplog: pytest.LogCaptureFixture, urcs: Ur
     assert "AT+CPIN=***" in caplog.text
 
 
-def test_wrong_pin_raises_incorrect_password_without_the_pin(caplog: pytest.LogCaptureFixture) -> None:
+def test_wrong_pin_raises_incorrect_password_without_the_pin(
+        caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     with ModemSimulator(sim_state="SIM PIN", pin="4711") as sim, make_modem(sim) as m:
         with pytest.raises(CmeError) as exc:
@@ -515,7 +516,7 @@ UKRAINIAN = "Тривога: працівник потребує допомог�
 
 def test_gsm7_alphabet_is_complete() -> None:
     assert len(sms.GSM7_BASIC) == 128
-    assert sms.GSM7_BASIC[0x1D] == "æ" and sms.GSM7_BASIC[0x0C] == "ø" and sms.GSM7_BASIC[0x0F] == "å"
+    assert (sms.GSM7_BASIC[0x1D], sms.GSM7_BASIC[0x0C], sms.GSM7_BASIC[0x0F]) == ("æ", "ø", "å")
     assert sms.GSM7_BASIC[0x02] == "$" and sms.GSM7_BASIC[0x24] == "¤"
 
 

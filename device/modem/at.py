@@ -376,7 +376,8 @@ class Modem:
         sim_busy_backoff_s: float = 1.0,
     ) -> None:
         if flavour not in FLAVOURS:
-            raise ValueError(f"unknown modem flavour {flavour!r}; choose one of {', '.join(FLAVOURS)}")
+            raise ValueError(
+                f"unknown modem flavour {flavour!r}; choose one of {', '.join(FLAVOURS)}")
         self.port = port
         self.baudrate = baudrate
         self.urc_handler = urc_handler
@@ -385,7 +386,8 @@ class Modem:
         self.sim_busy_backoff_s = sim_busy_backoff_s
         self._serial_factory = serial_factory
         self._flavour_setting = flavour
-        self._flavour: Flavour | None = None if flavour == "auto" else flavour  # type: ignore[assignment]
+        self._flavour: Flavour | None = (
+            None if flavour == "auto" else flavour)  # type: ignore[assignment]
         self._serial: Any = None
         self._reader: threading.Thread | None = None
         self._stop = threading.Event()

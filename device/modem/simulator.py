@@ -236,7 +236,8 @@ class ModemSimulator:
                 if fam not in self._reg:
                     raise ValueError(f"unknown registration family {family!r}")
                 if isinstance(value, str) and value not in _REG_NAMES:
-                    raise ValueError(f"unknown registration state {value!r}; one of {list(_REG_NAMES)}")
+                    raise ValueError(
+                        f"unknown registration state {value!r}; one of {list(_REG_NAMES)}")
                 stat = _REG_NAMES[value] if isinstance(value, str) else int(value)
                 changed = self._reg[fam] != stat
                 self._reg[fam] = stat
