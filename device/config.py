@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import os
 import secrets
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, is_dataclass
 from os import PathLike
 from pathlib import Path
 from collections.abc import Mapping
 from typing import Any
 
 from protocol.configfile import ConfigChecker, ConfigSource, TableReader, load_toml
+
+from .shift import ScheduleError, parse_window
 
 __all__ = [
     "BAUDRATES",
@@ -26,11 +28,14 @@ __all__ = [
     "FIRMWARE_VERSION",
     "LANGUAGES",
     "DeviceConfig",
+    "BatteryConfig",
     "DeviceSection",
     "GpioConfig",
     "ModemConfig",
     "MqttConfig",
+    "ShiftConfig",
     "SmsConfig",
+    "SmsRecipient",
     "TimingConfig",
     "WorkerConfig",
     "load_device_config",
@@ -46,16 +51,25 @@ E164_PATTERN = r"\+[1-9][0-9]{6,14}"
 LANGUAGES = ("da", "en", "pl", "ro", "uk", "ar")
 BAUDRATES = (9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600)
 MODEM_FLAVOURS = ("auto", "sim7600", "quectel")
+POWER_MODES = ("switch", "pwrkey")
+BATTERY_SOURCES = ("none", "fake", "max17048")
+#: Shortest check-in a device accepts, seconds; ``[timing] test_mode`` lowers it to
+#: :data:`TEST_CHECKIN_MIN_S` for demos and tests only.
+CHECKIN_MIN_S = 60
+TEST_CHECKIN_MIN_S = 5
 
 
 @dataclass(frozen=True)
 class DeviceSection:
     """``[device]``: ``id`` (required, ``^[a-z0-9][a-z0-9-]{2,31}$``), ``state_dir`` (holds
-    ``queue.db``), ``silent`` (alarm sent as silent panic, no buzzer)."""
+    ``queue.db`` and the control socket), ``silent`` (alarm sent as silent panic, no buzzer),
+    ``timezone`` (IANA name such as ``"Europe/Copenhagen"`` for local times in SMS texts and
+    the shift schedule; ``""`` = the system's zone)."""
 
     id: str
     state_dir: str = "/var/lib/lonewatch"
     silent: bool = True
+    timezone: str = ""
 
 
 @dataclass(frozen=True)
@@ -74,7 +88,14 @@ class MqttConfig:
 
 @dataclass(frozen=True)
 class TimingConfig:
-    """``[timing]``: button gestures and delivery timers, all in seconds (SPEC §2)."""
+    """``[timing]``: button gestures and delivery timers, all in seconds (SPEC §2).
+
+    ``min_press_s``: a touch shorter than this is accidental and ignored; ``max_press_s``: a
+    press longer than this (but shorter than ``hold_s``) is no short press and ends a press
+    sequence (default 0.8 s, at most half of ``hold_s``); ``checkin_warn_before_s``: the warning vibration comes this long before a
+    check-in expires; ``sms_retry_s``: first wait before a failed SMS is tried again (doubles,
+    at most 10 minutes); ``test_mode``: allow check-ins from 5 s and SMS fallback from 1 s
+    (demos and tests only — never on a worn device)."""
 
     hold_s: float = 2.0
     alive_interval_s: int = 60
@@ -86,6 +107,11 @@ class TimingConfig:
     checkin_presses: int = 2
     checkin_window_s: float = 1.0
     bounce_s: float = 0.05
+    min_press_s: float = 0.06
+    max_press_s: float = 0.8
+    checkin_warn_before_s: int = 60
+    sms_retry_s: float = 30.0
+    test_mode: bool = False
 
 
 @dataclass(frozen=True)
@@ -100,7 +126,11 @@ class GpioConfig:
 
 @dataclass(frozen=True)
 class ModemConfig:
-    """``[modem]``: the AT serial port. ``sim_pin`` "" = no PIN; ``power_pin`` 0 = not wired."""
+    """``[modem]``: the AT serial port — a path (best a stable udev name) or
+    ``usb:VID:PID[:IF]`` (:mod:`device.modem.port`). ``sim_pin`` "" = no PIN; ``power_pin`` 0 =
+    not wired, else the GPIO that power-cycles the modem (``power_mode`` ``"switch"``: supply
+    switch, ``"pwrkey"``: the modem's power key; ``power_off_s`` seconds off);
+    ``sms_timeout_s`` seconds to wait for each step of an SMS send."""
 
     enabled: bool = True
     port: str = "/dev/lonewatch-modem"
@@ -109,14 +139,59 @@ class ModemConfig:
     flavour: str = "auto"
     gnss: bool = True
     power_pin: int = 0
+    power_mode: str = "switch"
+    power_active_high: bool = True
+    power_off_s: float = 3.0
+    sms_timeout_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class SmsRecipient:
+    """One SMS fallback recipient: E.164 ``number`` and the ``language`` of its texts."""
+
+    number: str
+    language: str
 
 
 @dataclass(frozen=True)
 class SmsConfig:
-    """``[sms]``: E.164 fallback numbers (ARC SMS line and/or contacts) and text language."""
+    """``[sms]``: who gets an alarm by SMS when the relay does not confirm it in time (SPEC §2).
+
+    ``fallback_numbers`` (E.164) get texts in ``language``; ``fallback`` lists recipients with
+    their own language, ``fallback = [{number = "+48601234567", language = "pl"}]``. Both may
+    be used; a number may appear once. :attr:`recipients` is the combined list in order."""
 
     fallback_numbers: tuple[str, ...] = ()
     language: str = "da"
+    fallback: tuple[SmsRecipient, ...] = ()
+
+    @property
+    def recipients(self) -> tuple[SmsRecipient, ...]:
+        """Every recipient: ``fallback_numbers`` (in ``language``) then ``fallback``."""
+        return tuple(SmsRecipient(n, self.language) for n in self.fallback_numbers) + self.fallback
+
+
+@dataclass(frozen=True)
+class ShiftConfig:
+    """``[shift]``: ``schedule`` — weekly windows like ``"Mon-Fri 22:00-06:00"`` in the
+    device's local time (:mod:`device.shift`); empty = shifts start/end by hand only."""
+
+    schedule: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BatteryConfig:
+    """``[battery]``: the fuel gauge (:mod:`device.battery`). ``source`` ``"none"``,
+    ``"fake"`` (demo/tests) or ``"max17048"`` (I2C ``i2c_bus``/``i2c_address``);
+    ``low_battery`` is raised at or below ``low_pct`` %, ``battery_restore`` at or above
+    ``restore_pct`` % (hysteresis); read every ``poll_s`` seconds."""
+
+    source: str = "none"
+    i2c_bus: int = 1
+    i2c_address: int = 0x36
+    low_pct: int = 20
+    restore_pct: int = 30
+    poll_s: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -138,6 +213,8 @@ class DeviceConfig:
     modem: ModemConfig = field(default_factory=ModemConfig)
     sms: SmsConfig = field(default_factory=SmsConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
+    shift: ShiftConfig = field(default_factory=ShiftConfig)
+    battery: BatteryConfig = field(default_factory=BatteryConfig)
 
     @property
     def firmware(self) -> str:
@@ -178,6 +255,7 @@ def _build(source: ConfigSource) -> DeviceConfig:
                     describe="a device id of 3-32 characters a-z, 0-9, - (not starting with -)"),
         state_dir=t.string("state_dir", DeviceSection.state_dir, nonempty=True),
         silent=t.boolean("silent", DeviceSection.silent),
+        timezone=t.string("timezone", "", check=_check_timezone),
     )
 
     t = root.table("mqtt")
@@ -193,20 +271,37 @@ def _build(source: ConfigSource) -> DeviceConfig:
 
     t = root.table("timing")
     d = TimingConfig
+    test_mode = t.boolean("test_mode", d.test_mode)
+    hold_s = t.number("hold_s", d.hold_s, min=0.5, max=10)
     timing = TimingConfig(
-        hold_s=t.number("hold_s", d.hold_s, min=0.5, max=10),
+        hold_s=hold_s,
         alive_interval_s=t.integer("alive_interval_s", d.alive_interval_s, min=5, max=3600),
         resend_after_s=t.number("resend_after_s", d.resend_after_s, min=1, max=300),
         sms_fallback_after_s=t.number("sms_fallback_after_s", d.sms_fallback_after_s,
-                                      min=5, max=600),
+                                      min=1 if test_mode else 5, max=600),
         checkin_default_s=t.integer("checkin_default_s", d.checkin_default_s,
-                                    min=60, max=86400),
+                                    min=TEST_CHECKIN_MIN_S if test_mode else CHECKIN_MIN_S,
+                                    max=86400),
         cancel_presses=t.integer("cancel_presses", d.cancel_presses, min=2, max=10),
         cancel_window_s=t.number("cancel_window_s", d.cancel_window_s, min=0.2, max=10),
         checkin_presses=t.integer("checkin_presses", d.checkin_presses, min=2, max=10),
         checkin_window_s=t.number("checkin_window_s", d.checkin_window_s, min=0.2, max=10),
         bounce_s=t.number("bounce_s", d.bounce_s, min=0, max=0.5),
+        min_press_s=t.number("min_press_s", d.min_press_s, min=0, max=0.5),
+        max_press_s=t.number("max_press_s", min(d.max_press_s, hold_s / 2), min=0.2, max=10),
+        checkin_warn_before_s=t.integer("checkin_warn_before_s", d.checkin_warn_before_s,
+                                        min=0, max=3600),
+        sms_retry_s=t.number("sms_retry_s", d.sms_retry_s, min=1 if test_mode else 5, max=600),
+        test_mode=test_mode,
     )
+    if 0.2 <= timing.max_press_s and 0.5 <= timing.hold_s <= timing.max_press_s:
+        t.problem("max_press_s", f"must be shorter than timing.hold_s ({timing.hold_s:g})")
+    elif 0 <= timing.min_press_s <= 0.5 and 0.2 <= timing.max_press_s <= timing.min_press_s:
+        t.problem("min_press_s", f"must be shorter than timing.max_press_s ({timing.max_press_s:g})")
+    checkin_min = TEST_CHECKIN_MIN_S if test_mode else CHECKIN_MIN_S
+    if checkin_min <= timing.checkin_default_s <= timing.checkin_warn_before_s:
+        t.problem("checkin_warn_before_s",
+                  f"must be shorter than timing.checkin_default_s ({timing.checkin_default_s})")
     if timing.cancel_presses == timing.checkin_presses:
         t.problem("checkin_presses", "must differ from timing.cancel_presses "
                   f"(both {timing.cancel_presses}): the gestures would be ambiguous")
@@ -231,6 +326,10 @@ def _build(source: ConfigSource) -> DeviceConfig:
         flavour=t.string("flavour", ModemConfig.flavour, choices=MODEM_FLAVOURS),
         gnss=t.boolean("gnss", ModemConfig.gnss),
         power_pin=t.integer("power_pin", ModemConfig.power_pin, min=0, max=27),
+        power_mode=t.string("power_mode", ModemConfig.power_mode, choices=POWER_MODES),
+        power_active_high=t.boolean("power_active_high", ModemConfig.power_active_high),
+        power_off_s=t.number("power_off_s", ModemConfig.power_off_s, min=0.5, max=60),
+        sms_timeout_s=t.number("sms_timeout_s", ModemConfig.sms_timeout_s, min=5, max=300),
     )
     _check_distinct_pins(gpio, gpio_reader, modem, t)
 
@@ -241,14 +340,62 @@ def _build(source: ConfigSource) -> DeviceConfig:
             describe="an E.164 number like \"+4512345678\"")),
         language=t.string("language", SmsConfig.language, choices=LANGUAGES),
     )
+    extra: list[SmsRecipient] = []
+    seen = set(sms.fallback_numbers)
+    for r in t.tables("fallback"):
+        number = r.string("number", pattern=E164_PATTERN,
+                          describe="an E.164 number like \"+4512345678\"")
+        language = r.string("language", sms.language, choices=LANGUAGES)
+        if number in seen:
+            r.problem("number", f"{number} is already a fallback number")
+        elif number:
+            seen.add(number)
+            extra.append(SmsRecipient(number, language))
+    sms = SmsConfig(sms.fallback_numbers, sms.language, tuple(extra))
 
     t = root.table("worker")
     worker = WorkerConfig(name=t.string("name", "", max_len=64),
                           site=t.string("site", "", max_len=64))
 
+    t = root.table("shift")
+    entries = t.string_list("schedule", [])
+    for i, entry in enumerate(entries):
+        try:
+            parse_window(entry)
+        except ScheduleError as exc:
+            checker.problem(t.keypath + ("schedule", i), str(exc))
+    shift = ShiftConfig(schedule=tuple(entries))
+
+    t = root.table("battery")
+    b = BatteryConfig
+    battery = BatteryConfig(
+        source=t.string("source", b.source, choices=BATTERY_SOURCES),
+        i2c_bus=t.integer("i2c_bus", b.i2c_bus, min=0, max=255),
+        i2c_address=t.integer("i2c_address", b.i2c_address, min=0x03, max=0x77),
+        low_pct=t.integer("low_pct", b.low_pct, min=1, max=90),
+        restore_pct=t.integer("restore_pct", b.restore_pct, min=2, max=100),
+        poll_s=t.number("poll_s", b.poll_s, min=1 if test_mode else 10, max=3600),
+    )
+    if 1 <= battery.low_pct <= 90 and 2 <= battery.restore_pct <= battery.low_pct:
+        t.problem("restore_pct", f"must be above battery.low_pct ({battery.low_pct}): "
+                  "the gap is the hysteresis that stops low/restore flapping")
+
     checker.finish()
     return DeviceConfig(device=device, mqtt=mqtt, timing=timing, gpio=gpio, modem=modem,
-                        sms=sms, worker=worker)
+                        sms=sms, worker=worker, shift=shift, battery=battery)
+
+
+def _check_timezone(name: str) -> str | None:
+    if not name:
+        return None
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return (f"unknown time zone {name!r}; use an IANA name like \"Europe/Copenhagen\" "
+                "(is the tzdata package installed?)")
+    return None
 
 
 def _check_distinct_pins(gpio: GpioConfig, gpio_reader: TableReader, modem: ModemConfig,
@@ -294,6 +441,9 @@ def _toml_value(value: Any) -> str:
         return '"' + "".join(out) + '"'
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if is_dataclass(value) and not isinstance(value, type):
+        return "{" + ", ".join(f"{f.name} = {_toml_value(getattr(value, f.name))}"
+                               for f in fields(value)) + "}"
     raise TypeError(f"cannot write {type(value).__name__} as TOML")
 
 

@@ -9,6 +9,7 @@ pattern                vibration                       LED
 ``no_connection``      3 short, fast                   fast blink 5 s — trying SMS
 ``checkin_started``    1 short                         1 blink
 ``checkin_expiring``   3 long (0.5 s)                  3 blinks
+``checkin_done``       1 medium (0.4 s)                1 long blink
 ``alarm_cancelled``    1 short, 1 long                 off
 =====================  ==============================  =====================================
 """
@@ -28,6 +29,7 @@ PATTERNS: Final[dict[str, tuple[tuple[float, float, int], tuple[float, float, in
     "no_connection": ((0.1, 0.1, 3), (0.05, 0.05, 50)),
     "checkin_started": ((0.15, 0.1, 1), (0.15, 0.1, 1)),
     "checkin_expiring": ((0.5, 0.3, 3), (0.3, 0.3, 3)),
+    "checkin_done": ((0.4, 0.1, 1), (0.4, 0.1, 1)),
     "alarm_cancelled": ((0.15, 0.2, 1), (0.0, 0.0, 0)),
 }
 
@@ -56,6 +58,7 @@ class Feedback:
 
         self.led = LED(led_pin, pin_factory=pin_factory)
         self.vibration = DigitalOutputDevice(vibration_pin, pin_factory=pin_factory)
+        # Silent (the default): the buzzer pin is not even claimed, so nothing can sound.
         self.buzzer = DigitalOutputDevice(buzzer_pin, pin_factory=pin_factory) if buzzer_pin and not silent else None
         self.observer = observer
         self.played: list[str] = []

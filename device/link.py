@@ -12,6 +12,7 @@ broker is away simply fails (returns False) and the queue resends later.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -86,6 +87,12 @@ class MqttLink:
         self.client.disconnect()
         self.client.loop_stop()
 
+    def loop_alive(self) -> bool:
+        """Whether paho's network thread (``loop_start``) is running — connected or not; the
+        service watchdog pings only while it is (:meth:`device.daemon.DeviceDaemon.health`)."""
+        thread = getattr(self.client, "_thread", None)  # paho keeps no public handle
+        return thread is not None and thread.is_alive()
+
     def publish(self, channel: str, payload: bytes, *, retain: bool = False) -> bool:
         """Publish to this device's ``channel`` with QoS 1.
 
@@ -104,6 +111,9 @@ class MqttLink:
         if reason_code.is_failure:
             log.error("broker refused the connection: %s", reason_code)
             return
+        sock = client.socket()
+        if sock is not None:  # an alarm is one small packet: never hold it back for Nagle (issue 6 bench)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client.subscribe(topic(self.device_id, "ack"), qos=1)
         client.publish(topic(self.device_id, "status"), encode(Status(self.device_id, "online", time.time())), qos=1, retain=True)
         self.connected.set()

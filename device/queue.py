@@ -18,10 +18,19 @@ database must not reuse old sequence numbers — that would make the relay drop 
 duplicates. (Devices queue far fewer than one event per second.)
 
 Times: ``now`` / ``created_at`` / ``last_attempt_at`` are wall-clock seconds (``time.time()``).
+
+The same file keeps the device's other durable state, so one fsync-ed commit covers it:
+``state`` (small named JSON values: open alarm, running check-in, on-shift flag, battery low
+flag …, :meth:`EventQueue.get_state` / :meth:`EventQueue.set_state`) and ``sms_fallback`` (one
+row per alarm and recipient of the SMS fallback with the text, the concatenation reference and
+the message reference of every part already sent, :class:`SmsRecord`), so a restart neither
+sends an SMS part twice nor forgets one that is due. Schema 2 adds these tables to a schema-1
+file in place.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import threading
@@ -41,6 +50,7 @@ __all__ = [
     "QueueCorruptError",
     "QueueError",
     "QueuedEvent",
+    "SmsRecord",
 ]
 
 PRIORITY_ALARM = 0
@@ -48,7 +58,7 @@ PRIORITY_ALARM = 0
 PRIORITY_EVENT = 10
 """Everything else (check-in, shift, battery, test)."""
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -63,7 +73,28 @@ CREATE TABLE IF NOT EXISTS events (
     last_attempt_at REAL
 );
 CREATE INDEX IF NOT EXISTS events_order ON events (priority, pos);
+CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sms_fallback (
+    pos INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    number TEXT NOT NULL,
+    language TEXT NOT NULL,
+    text TEXT NOT NULL,
+    reference INTEGER NOT NULL,
+    parts INTEGER NOT NULL,
+    part_refs TEXT NOT NULL DEFAULT '[]',
+    status TEXT NOT NULL DEFAULT 'due',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    last_error TEXT,
+    created_at REAL NOT NULL,
+    done_at REAL,
+    UNIQUE (event_id, number)
+);
 """
+_SMS_COLUMNS = ("event_id, kind, number, language, text, reference, parts, part_refs, status, "
+                "attempts, next_attempt_at, last_error, created_at, done_at")
 _COLUMNS = "id, kind, payload, priority, created_at, attempts, last_attempt_at"
 _CORRUPT_CODES = {"SQLITE_CORRUPT", "SQLITE_NOTADB"}
 
@@ -93,6 +124,48 @@ class QueuedEvent:
     created_at: float
     attempts: int
     last_attempt_at: float | None
+
+
+@dataclass(frozen=True)
+class SmsRecord:
+    """One SMS fallback message to one recipient (SPEC §2 "SMS fallback").
+
+    ``status``: ``due`` (to send / resend), ``sent`` (every part accepted by the network),
+    ``skipped`` (the relay confirmed the event before any part went out), ``failed`` (the
+    number was refused for good, e.g. ``+CMS ERROR: 1`` unassigned number). ``part_refs``
+    holds the ``<mr>`` of each part sent so far, in order; ``reference`` is the
+    concatenation reference, kept so resent parts join the ones already delivered. Times are
+    wall-clock seconds."""
+
+    event_id: str
+    kind: str
+    number: str
+    language: str
+    text: str
+    reference: int
+    parts: int
+    part_refs: tuple[int, ...]
+    status: str
+    attempts: int
+    next_attempt_at: float
+    last_error: str | None
+    created_at: float
+    done_at: float | None
+
+    @property
+    def started(self) -> bool:
+        """At least one part went out."""
+        return bool(self.part_refs)
+
+
+def _sms_row(row: tuple[object, ...]) -> SmsRecord:
+    (event_id, kind, number, language, text, reference, parts, part_refs, status, attempts,
+     next_at, last_error, created_at, done_at) = row
+    return SmsRecord(str(event_id), str(kind), str(number), str(language), str(text),
+                     int(reference), int(parts), tuple(json.loads(str(part_refs))),  # type: ignore[arg-type]
+                     str(status), int(attempts), float(next_at),  # type: ignore[arg-type]
+                     None if last_error is None else str(last_error), float(created_at),  # type: ignore[arg-type]
+                     None if done_at is None else float(done_at))  # type: ignore[arg-type]
 
 
 def _row(row: tuple[object, ...]) -> QueuedEvent:
@@ -326,6 +399,134 @@ class EventQueue:
             rows = conn.execute(f"SELECT {_COLUMNS} FROM events ORDER BY priority, pos"
                                 ).fetchall()
         return [_row(r) for r in rows]
+
+    # ------------------------------------------------------------------ device state
+
+    def get_state(self, name: str, default: object = None) -> object:
+        """A named JSON value of the device state (``default`` when unset)."""
+        with self._db() as conn:
+            row = conn.execute("SELECT value FROM state WHERE name = ?", (name,)).fetchone()
+        return default if row is None else json.loads(row[0])
+
+    def set_state(self, name: str, value: object) -> None:
+        """Store (committed, fsync-ed) a named JSON-serialisable value; None deletes it."""
+        with self._db() as conn:
+            if value is None:
+                conn.execute("DELETE FROM state WHERE name = ?", (name,))
+            else:
+                conn.execute("INSERT INTO state (name, value) VALUES (?, ?) ON CONFLICT (name) "
+                             "DO UPDATE SET value = excluded.value", (name, json.dumps(value)))
+
+    def put_with_state(self, event_id: str, kind: str, payload: bytes, *, priority: int,
+                       state: dict[str, object], now: float | None = None) -> bool:
+        """:meth:`put` and :meth:`set_state` for every item of ``state`` in one transaction:
+        both are on disk, or neither (e.g. a check-in start and the running check-in)."""
+        created = time.time() if now is None else float(now)
+        with self._db() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            cur = conn.execute(
+                "INSERT INTO events (id, kind, payload, priority, created_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                (event_id, kind, bytes(payload), priority, created))
+            for name, value in state.items():
+                if value is None:
+                    conn.execute("DELETE FROM state WHERE name = ?", (name,))
+                else:
+                    conn.execute("INSERT INTO state (name, value) VALUES (?, ?) ON CONFLICT "
+                                 "(name) DO UPDATE SET value = excluded.value",
+                                 (name, json.dumps(value)))
+            conn.execute("COMMIT")
+            return cur.rowcount == 1
+
+    # ------------------------------------------------------------------ SMS fallback
+
+    def plan_sms(self, records: list[SmsRecord]) -> int:
+        """Store planned SMS messages (status ``due``) in one transaction; a message already
+        planned for the same event and number is kept as it is. Returns how many are new."""
+        added = 0
+        with self._db() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            for r in records:
+                cur = conn.execute(
+                    f"INSERT INTO sms_fallback ({_SMS_COLUMNS}) VALUES "
+                    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (event_id, number) DO NOTHING",
+                    (r.event_id, r.kind, r.number, r.language, r.text, r.reference, r.parts,
+                     json.dumps(list(r.part_refs)), r.status, r.attempts, r.next_attempt_at,
+                     r.last_error, r.created_at, r.done_at))
+                added += cur.rowcount
+            conn.execute("COMMIT")
+        return added
+
+    def sms_for(self, event_id: str) -> list[SmsRecord]:
+        """Every planned SMS of one event, in planning order."""
+        with self._db() as conn:
+            rows = conn.execute(f"SELECT {_SMS_COLUMNS} FROM sms_fallback WHERE event_id = ? "
+                                "ORDER BY pos", (event_id,)).fetchall()
+        return [_sms_row(r) for r in rows]
+
+    def sms_due(self, now: float) -> list[SmsRecord]:
+        """Messages to send now: status ``due`` and ``next_attempt_at`` reached (or more than
+        an hour ahead: the clock was set back), in planning order."""
+        with self._db() as conn:
+            rows = conn.execute(f"SELECT {_SMS_COLUMNS} FROM sms_fallback WHERE status = 'due' "
+                                "AND (next_attempt_at <= ? OR next_attempt_at > ?) ORDER BY pos",
+                                (now, now + 3600)).fetchall()
+        return [_sms_row(r) for r in rows]
+
+    def sms_part_sent(self, event_id: str, number: str, part_ref: int, now: float) -> SmsRecord:
+        """Record that the next part was accepted with message reference ``part_ref``; the
+        message becomes ``sent`` with its last part. Returns the updated record.
+
+        Raises:
+            QueueError: no such message.
+        """
+        with self._db() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            row = conn.execute("SELECT part_refs, parts FROM sms_fallback WHERE event_id = ? "
+                               "AND number = ?", (event_id, number)).fetchone()
+            if row is None:
+                conn.execute("ROLLBACK")
+                raise QueueError(self.path, f"no SMS planned for {event_id} to that number")
+            refs = json.loads(row[0]) + [int(part_ref)]
+            done = len(refs) >= int(row[1])
+            conn.execute("UPDATE sms_fallback SET part_refs = ?, status = ?, done_at = ?, "
+                         "last_error = NULL WHERE event_id = ? AND number = ?",
+                         (json.dumps(refs), "sent" if done else "due", now if done else None,
+                          event_id, number))
+            out = conn.execute(f"SELECT {_SMS_COLUMNS} FROM sms_fallback WHERE event_id = ? "
+                               "AND number = ?", (event_id, number)).fetchone()
+            conn.execute("COMMIT")
+        return _sms_row(out)
+
+    def sms_attempt_failed(self, event_id: str, number: str, error: str, next_attempt_at: float,
+                           *, permanent: bool = False, now: float | None = None) -> None:
+        """Record a failed attempt: tried again at ``next_attempt_at``, or never
+        (``permanent``: status ``failed``)."""
+        with self._db() as conn:
+            conn.execute("UPDATE sms_fallback SET attempts = attempts + 1, last_error = ?, "
+                         "next_attempt_at = ?, status = CASE WHEN ? THEN 'failed' ELSE status END, "
+                         "done_at = CASE WHEN ? THEN ? ELSE done_at END "
+                         "WHERE event_id = ? AND number = ?",
+                         (error[:300], next_attempt_at, permanent, permanent,
+                          time.time() if now is None else now, event_id, number))
+
+    def sms_skip_unstarted(self, event_id: str, now: float) -> int:
+        """The relay confirmed ``event_id``: messages of it that have not started are
+        ``skipped`` (a started one is finished, half a message helps nobody). Returns how
+        many were skipped."""
+        with self._db() as conn:
+            return conn.execute("UPDATE sms_fallback SET status = 'skipped', done_at = ? "
+                                "WHERE event_id = ? AND status = 'due' AND part_refs = '[]'",
+                                (now, event_id)).rowcount
+
+    def sms_prune(self, before: float) -> int:
+        """Forget finished messages done before ``before`` (wall seconds) whose event left
+        the queue. Returns how many rows were deleted."""
+        with self._db() as conn:
+            return conn.execute("DELETE FROM sms_fallback WHERE status != 'due' AND done_at < ? "
+                                "AND event_id NOT IN (SELECT id FROM events)",
+                                (before,)).rowcount
 
     def close(self) -> None:
         """Close the database (idempotent); later calls raise :class:`QueueError`."""

@@ -38,17 +38,29 @@ EVENT_KINDS: Final = ALARM_KINDS | frozenset(
         "test",
     }
 )
+#: Kinds only the relay raises (SPEC §3 supervision): ``lost_contact`` (CID 356 q1) and its
+#: restore ``contact_restore`` (356 q3). The relay also raises ``missed_checkin`` itself.
+RELAY_KINDS: Final = frozenset({"lost_contact", "contact_restore"})
+#: Relay-raised kinds that are alarms (escalated like :data:`ALARM_KINDS`).
+RELAY_ALARM_KINDS: Final = frozenset({"lost_contact"})
+#: Who raised an event: the device (id ``<device>:<seq>``) or the relay's supervision
+#: (id ``<device>:r<seq>``: the two never collide).
+ORIGINS: Final = ("device", "relay")
 REGISTRATION_STATES: Final = frozenset(
     {"home", "roaming", "searching", "denied", "not_registered", "unknown"}
 )
 #: Ack stages the relay sends back: ``received`` (stored in Redis — the only ack that lets
 #: the device drop the event from its queue), ``arc`` (the ARC ACKed), ``arc_failed``.
 ACK_STAGES: Final = frozenset({"received", "arc", "arc_failed"})
+#: Shortest ``checkin_start`` duration on the wire, seconds. Devices refuse less than 60 s
+#: unless their config is in ``[timing] test_mode`` (demos and tests use a few seconds).
+CHECKIN_MIN_S: Final = 5
 
 
-def event_id(device_id: str, sequence: int) -> str:
-    """Unique event id ``<device_id>:<sequence>`` (SPEC §2: device id + persisted sequence)."""
-    return f"{device_id}:{sequence}"
+def event_id(device_id: str, sequence: int, origin: str = "device") -> str:
+    """Unique event id ``<device_id>:<sequence>`` (SPEC §2: device id + persisted sequence);
+    relay-raised events (``origin="relay"``) are ``<device_id>:r<sequence>``."""
+    return f"{device_id}:r{sequence}" if origin == "relay" else f"{device_id}:{sequence}"
 
 
 def alarm_priority(kind: str) -> int:
@@ -76,7 +88,9 @@ class Event:
     ``id`` is :func:`event_id` of ``device``/``seq``; ``ts`` is when it happened (device
     clock, Unix s); ``data`` holds kind-specific fields: ``checkin_start`` has
     ``duration_s`` (int seconds), ``cancel`` has ``cancels`` (the alarm's event id),
-    battery events have ``battery_pct``.
+    battery events have ``battery_pct``. ``origin`` is ``"relay"`` for events the relay's
+    supervision raised (:data:`RELAY_KINDS`, relay-side ``missed_checkin``); their ``seq``
+    counts per device on the relay and their ``ts`` is the relay's clock.
     """
 
     device: str
@@ -86,14 +100,15 @@ class Event:
     position: Position | None = None
     data: dict[str, Any] = field(default_factory=dict)
     type: Literal["event"] = "event"
+    origin: str = "device"
 
     @property
     def id(self) -> str:
-        return event_id(self.device, self.seq)
+        return event_id(self.device, self.seq, self.origin)
 
     @property
     def is_alarm(self) -> bool:
-        return self.kind in ALARM_KINDS
+        return self.kind in ALARM_KINDS or self.kind in RELAY_ALARM_KINDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +161,8 @@ def encode(message: Message) -> bytes:
         ValidationError: the message does not pass the same checks :func:`decode` applies.
     """
     obj = {"v": WIRE_VERSION, **asdict(message)}
+    if obj.get("origin") == "device":
+        del obj["origin"]  # the default: not on the wire (cellular bytes, older relays)
     raw = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
     _from_obj(json.loads(raw))  # one validator for both directions
     if len(raw) > MAX_PAYLOAD_BYTES:
@@ -191,6 +208,8 @@ def decode_for_topic(topic_name: str, payload: bytes | str) -> Message:
         return msg
     if msg.device != device_id:
         raise ValidationError("device", f"payload device {msg.device!r} differs from topic device {device_id!r}")
+    if isinstance(msg, Event) and msg.origin != "device":
+        raise ValidationError("origin", "relay-raised events never come from a device")
     return msg
 
 
@@ -281,10 +300,13 @@ class _Reader:
 
 def _event(r: _Reader) -> Event:
     device = check_device_id(r.get("device"))
-    kind = r.string("kind", choices=EVENT_KINDS)
+    origin = r.string("origin", choices=frozenset(ORIGINS)) if "origin" in r.obj else "device"
+    kind = r.string("kind", choices=EVENT_KINDS if origin == "device" else EVENT_KINDS | RELAY_KINDS)
     data = r.mapping("data")
-    if kind == "checkin_start":
-        _Reader(data, frozenset({"duration_s"}), "data.").number("duration_s", 60, 86400, integer=True)
+    if origin == "relay":
+        pass  # relay-raised: data is the relay's own bookkeeping (deadline, last heard …)
+    elif kind == "checkin_start":
+        _Reader(data, frozenset({"duration_s"}), "data.").number("duration_s", CHECKIN_MIN_S, 86400, integer=True)
     elif kind == "cancel":
         cancels = data.get("cancels")
         if not isinstance(cancels, str) or not cancels.startswith(device + ":"):
@@ -296,6 +318,7 @@ def _event(r: _Reader) -> Event:
         ts=r.number("ts", 0, 1e11),
         position=r.position("position"),
         data=data,
+        origin=origin,
     )
 
 
@@ -332,7 +355,7 @@ def _ack(r: _Reader) -> Ack:
 
 _BUILDERS = {"event": _event, "alive": _alive, "status": _status, "ack": _ack}
 _FIELDS = {
-    "event": frozenset({"device", "seq", "kind", "ts", "position", "data"}),
+    "event": frozenset({"device", "seq", "kind", "ts", "position", "data", "origin"}),
     "alive": frozenset(
         {"device", "ts", "battery_pct", "signal_dbm", "registration", "position", "uptime_s", "firmware", "queue_depth"}
     ),

@@ -336,6 +336,7 @@ CONTACT_ID_EVENTS: Final[Mapping[str, tuple[int, int]]] = MappingProxyType(
         "lost_contact": (356, 1),
         "low_battery": (302, 1),
         "battery_restore": (302, 3),
+        "contact_restore": (356, 3),  # relay-raised: the device is heard again
         "cancel": (406, 1),
         "test": (601, 1),
         "periodic_test": (602, 1),

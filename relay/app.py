@@ -12,15 +12,17 @@ from collections.abc import Callable
 
 from .arc import ArcClient
 from .config import RelayConfig
-from .registry_file import load_registry
+from .escalation import Escalation, EscalationSettings
+from .registry import RegistryStore, import_registry_file
 from .service import RelayService
-from .store import DeviceEntry, Store
+from .store import Store, SupervisionPolicy
 
 log = logging.getLogger(__name__)
 
 
 def import_registry(store: Store, cfg: RelayConfig) -> int:
-    """Load ``[registry] file`` (if set) into Redis; returns how many devices were written.
+    """Load ``[registry] file`` (if set) into Redis (:func:`relay.registry.import_registry_file`);
+    returns how many devices the registry holds then.
 
     Raises:
         protocol.configfile.ConfigError: the registry file is invalid (nothing is written).
@@ -28,10 +30,40 @@ def import_registry(store: Store, cfg: RelayConfig) -> int:
     """
     if cfg.registry.file is None:
         return 0
-    registry = load_registry(cfg.registry.file)
-    for d in registry:
-        store.register(DeviceEntry(d.id, d.account, d.zone, d.worker, d.site, d.language))
-    return len(registry)
+    # Workers, sites, contacts, accounts, devices; merged: what `lonewatch registry add` stored stays.
+    return import_registry_file(RegistryStore(store), cfg.registry.file)["devices"]
+
+
+def build_escalation(cfg: RelayConfig, store: Store) -> Escalation:
+    """The escalation engine with the channels ``[notify]`` and ``[modem]`` configure:
+    SMS by the relay's modem, then the SMS gateway; e-mail by ``email_url`` or ``[notify.smtp]``.
+
+    Raises:
+        relay.notify.NotifyError: an apprise URL that apprise does not understand.
+    """
+    from .notify.gateways import AppriseChannel, smtp_url
+    from .notify.sms_modem import ModemSmsChannel
+
+    n, m = cfg.notify, cfg.modem
+    sms: list = []
+    modem = None
+    if m.port:
+        modem = ModemSmsChannel(m.port, flavour=m.flavour, sim_pin=m.sim_pin, poll_s=m.poll_s, send_timeout_s=m.send_timeout_s)
+        sms.append(modem)
+    if n.sms_gateway_url:
+        sms.append(AppriseChannel("sms-gateway", n.sms_gateway_url, title=False))
+    email: list = []
+    url = n.email_url or (smtp_url(n.smtp.host, n.smtp.port, security=n.smtp.security, username=n.smtp.username,
+                                   password=n.smtp.password, sender=n.smtp.sender) if n.smtp.host else "")
+    if url:
+        email.append(AppriseChannel("email", url))
+    settings = EscalationSettings(max_rounds=n.max_rounds, poll_s=n.poll_s, reclaim_idle_s=n.reclaim_idle_s,
+                                  map_url=n.map_url, timezone=n.timezone, default_region=n.default_region)
+    escalation = Escalation(store, RegistryStore(store), {"sms": sms, "email": email},
+                            name=f"{cfg.relay.instance}-escalation", settings=settings)
+    if modem is not None:
+        modem.on_reply = escalation.handle_reply
+    return escalation
 
 
 def build_service(
@@ -39,9 +71,17 @@ def build_service(
     *,
     on_stored: Callable | None = None,
     on_result: Callable | None = None,
+    on_raised: Callable | None = None,
 ) -> RelayService:
-    """Create (not start) the relay service described by ``cfg``; imports the registry file."""
-    store = Store.from_url(cfg.redis.url, event_log_maxlen=cfg.relay.event_log_maxlen, deadletter_maxlen=cfg.relay.dead_letter_maxlen)
+    """Create (not start) the relay service described by ``cfg``; imports the registry file.
+    ``on_raised(Event)`` observes events the relay's supervision raised."""
+    store = Store.from_url(cfg.redis.url, cluster=cfg.redis.cluster, event_log_maxlen=cfg.relay.event_log_maxlen,
+                           deadletter_maxlen=cfg.relay.dead_letter_maxlen)  # fmt: skip
+    sv = cfg.supervision
+    store.supervision = SupervisionPolicy(
+        alive_interval_s=sv.alive_interval_s, missed_alives=sv.missed_alives, grace_s=sv.grace_s, mode=sv.mode,
+        checkin_grace_s=sv.checkin_grace_s, requeue_after_s=sv.requeue_after_s,
+    )  # fmt: skip
     n = import_registry(store, cfg)
     if n:
         log.info("registry: %d device(s) imported from %s", n, cfg.registry.file)
@@ -51,17 +91,70 @@ def build_service(
         else None
     )
     m = cfg.mqtt
-    return RelayService(
+    service = RelayService(
         mqtt_host=m.host, mqtt_port=m.port, username=m.username, password=m.password,
         client_id=m.client_id, store=store, arc=arc, shared_group=m.shared_group,
         tls_ca=(m.ca_file if m.tls else None), keepalive_s=m.keepalive_s,
         partition=cfg.arc.partition, fmt=cfg.arc.format, dispatch_workers=cfg.relay.dispatch_workers,
-        on_stored=on_stored, on_result=on_result,
+        on_stored=on_stored, on_result=on_result, reclaim_idle_s=cfg.relay.reclaim_idle_s,
+        session_expiry_s=m.session_expiry_s,
     )  # fmt: skip
+    service.dispatcher.escalation = build_escalation(cfg, store)  # started/stopped with the dispatcher
+    add_operations(service, cfg, arc, on_raised=on_raised)
+    return service
+
+
+def _chain(*hooks: Callable | None) -> Callable:
+    """One hook calling each of ``hooks`` in turn (None skipped)."""
+    live = [h for h in hooks if h is not None]
+
+    def call(*args):
+        for h in live:
+            h(*args)
+
+    return call
+
+
+def add_operations(service: RelayService, cfg: RelayConfig, arc: ArcClient | None, *, on_raised: Callable | None = None) -> None:
+    """Supervision sweeper, ARC link tester, Prometheus metrics and the health endpoint
+    (issue 4), wired into ``service`` and started/stopped with it."""
+    from .health import HealthServer, health_report
+    from .linktest import LinkTester
+    from .metrics import RelayMetrics
+    from .supervision import Supervisor
+
+    store = service.store
+    metrics = RelayMetrics(store, broker_connected=service.connected.is_set, pipeline_counts=lambda: service.pipeline.counts)
+    service.metrics = metrics  # type: ignore[attr-defined]
+    service.pipeline.on_stored = _chain(metrics.on_stored, service.pipeline.on_stored)
+    service.dispatcher.on_result = _chain(metrics.on_result, service.dispatcher.on_result)
+    store.raised_hooks.append(metrics.on_raised)
+    if on_raised is not None:
+        store.raised_hooks.append(on_raised)
+    store.dead_letter_hooks.append(metrics.on_dead_letter)
+
+    service.supervisor = Supervisor(store, sweep_interval_s=cfg.supervision.sweep_interval_s)
+    service.components.append(service.supervisor)
+    if arc is not None:
+        a = cfg.arc
+        service.linktester = LinkTester(
+            arc, store, account=a.account, poll_intervals={r.name: r.poll_interval_s for r in a.receivers},
+            test_mode=a.link_test, test_interval_s=a.link_test_interval_s, partition=a.partition, fmt=a.format,
+            on_poll=metrics.on_poll, on_test=metrics.on_test,
+        )  # fmt: skip
+        service.components.append(service.linktester)
+    if cfg.metrics.listen:
+        host, _, port = cfg.metrics.listen.rpartition(":")
+        service.health = HealthServer(host.strip("[]"), int(port), lambda: health_report(service), metrics.exposition)  # type: ignore[attr-defined]
+        service.components.append(service.health)  # type: ignore[attr-defined]
 
 
 def run_forever(cfg: RelayConfig) -> None:
-    """Run the relay until SIGTERM/SIGINT."""
+    """Run the relay until SIGTERM/SIGINT. Logs in ``[relay] log_format`` with every
+    configured secret scrubbed (:mod:`relay.logs`)."""
+    from .logs import secrets_of, setup_logging
+
+    setup_logging(fmt=cfg.relay.log_format, level=logging.getLogger().level or logging.INFO, secrets=secrets_of(cfg))
     service = build_service(cfg)
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

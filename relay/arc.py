@@ -102,6 +102,8 @@ class ArcReceiver:
     caps the extended-data blocks per frame (None = no cap). ``key``: AES key for encrypted
     frames — ``bytes`` used as is, or 32/48/64 hex digits (see :mod:`protocol.sia`).
     ``receiver_no``/``line_no`` fill the ``R``/``L`` fields (1-6 hex digits).
+    ``protocol`` ``"tcp"`` (default) or ``"udp"`` (SIA DC-09 allows both; over UDP one
+    datagram carries the frame and one the reply, and a lost datagram is a timeout).
     Raises ValidationError on construction.
     """
 
@@ -113,8 +115,15 @@ class ArcReceiver:
     key: str | bytes | None = field(default=None, repr=False)
     receiver_no: str = "1"
     line_no: str = "1"
+    protocol: str = "tcp"
+    #: Seconds between NULL link polls of this receiver (:mod:`relay.linktest`); 0 = none.
+    poll_interval_s: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.poll_interval_s < 0:
+            raise ValidationError("poll_interval_s", f"must be >= 0, got {self.poll_interval_s}")
+        if self.protocol not in ("tcp", "udp"):
+            raise ValidationError("protocol", f"must be tcp or udp, got {self.protocol!r}")
         if not 1 <= self.port <= 65535:
             raise ValidationError("port", f"must be 1..65535, got {self.port}")
         if not self.timeout_s > 0:
@@ -292,14 +301,22 @@ class ArcClient:
         with self._lock:
             return self._offsets.get(receiver, 0.0)
 
-    def send(self, alarm: ArcAlarm) -> ArcResult:
+    def send(self, alarm: ArcAlarm, sequence: int | None = None) -> ArcResult:
         """Deliver ``alarm``: primary, then the next receivers, until one ACKs.
+
+        ``sequence`` (1..9999): the DC-09 sequence to use — the caller's when it resends an
+        alarm it sent before (a receiver may then discard the duplicate); None takes the
+        next from the :class:`SequenceSource`.
 
         Raises ArcRejectedError when every receiver refused it (DUH/NAK) and
         ArcUnavailableError otherwise (at least one could not be reached); both carry the log.
-        Errors of the :class:`SequenceSource` (e.g. Redis down) propagate unchanged.
+        ValidationError for a ``sequence`` out of range. Errors of the
+        :class:`SequenceSource` (e.g. Redis down) propagate unchanged.
         """
-        sequence = self._sequences.next_sequence(alarm.account)
+        if sequence is None:
+            sequence = self._sequences.next_sequence(alarm.account)
+        elif isinstance(sequence, bool) or not isinstance(sequence, int) or not 1 <= sequence <= 9999:
+            raise ValidationError("sequence", f"must be 1..9999, got {sequence!r}")
         full = len(plan_xdata(alarm))
         return self._deliver(self.receivers, alarm.fmt, alarm.account, sequence, alarm.data(),
                              lambda n: plan_xdata(alarm, n), full)
@@ -419,6 +436,8 @@ class ArcClient:
     @staticmethod
     def _exchange(receiver: ArcReceiver, raw: bytes) -> bytes:
         """Connect, send one frame, read one reply (up to CR, or a bare ``"NAK"``), close."""
+        if receiver.protocol == "udp":
+            return ArcClient._exchange_udp(receiver, raw)
         deadline = time.monotonic() + receiver.timeout_s
         with socket.create_connection((receiver.host, receiver.port), timeout=receiver.timeout_s) as sock:
             sock.sendall(raw)
@@ -438,3 +457,24 @@ class ArcClient:
                     raise SiaFrameError("reply too long")
             end = buffer.find(b"\r")
             return buffer if end < 0 else buffer[: end + 1]
+
+    @staticmethod
+    def _exchange_udp(receiver: ArcReceiver, raw: bytes) -> bytes:
+        """Send one frame as one datagram and wait for the reply datagram from the receiver's
+        address (others are ignored); a lost datagram either way is a timeout. An ICMP port
+        unreachable surfaces as ConnectionRefusedError (connected UDP socket)."""
+        deadline = time.monotonic() + receiver.timeout_s
+        infos = socket.getaddrinfo(receiver.host, receiver.port, type=socket.SOCK_DGRAM)
+        family, _, _, _, addr = infos[0]
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.connect(addr)  # only the receiver's datagrams are delivered to us
+            sock.send(raw)
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError("no reply datagram")
+                sock.settimeout(remaining)
+                data = sock.recv(_MAX_REPLY_BYTES)
+                if data:
+                    end = data.find(b"\r")
+                    return data if end < 0 else data[: end + 1]

@@ -38,8 +38,10 @@ def main(verbose: int) -> None:
 @click.option("--scenario", default="panic", show_default=True, metavar="NAME",
               help="What to show; `lonewatch demo --list` names them all.")
 @click.option("--list", "list_", is_flag=True, help="List the scenarios and exit.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(1, 600), default=30.0, show_default=True,
+              help="Seconds to wait for the outcome (e.g. the ARC's ACK) before failing.")
 @click.option("--keep", is_flag=True, help="Keep the demo's work directory (configs, logs) for inspection.")
-def demo(as_json: bool, arc_addr: str | None, scenario: str, list_: bool, keep: bool) -> None:
+def demo(as_json: bool, arc_addr: str | None, scenario: str, list_: bool, timeout_s: float, keep: bool) -> None:
     """Hold the button of a simulated device and follow the alarm to a real ARC receiver.
 
     Starts a throwaway Mosquitto and Redis on free ports, one relay, one simulated device
@@ -64,7 +66,7 @@ def demo(as_json: bool, arc_addr: str | None, scenario: str, list_: bool, keep: 
     if arc_addr is not None and not _valid_hostport(arc_addr):
         raise click.BadParameter("expected HOST:PORT, e.g. 127.0.0.1:12128", param_hint="--arc")
     try:
-        code = run_demo(scenario=scenario, as_json=as_json, arc_addr=arc_addr, keep=keep)
+        code = run_demo(scenario=scenario, as_json=as_json, arc_addr=arc_addr, keep=keep, timeout_s=timeout_s)
     except MissingServerError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_MISSING)
@@ -74,6 +76,17 @@ def demo(as_json: bool, arc_addr: str | None, scenario: str, list_: bool, keep: 
 def _valid_hostport(text: str) -> bool:
     host, sep, port = text.rpartition(":")
     return bool(sep and host and port.isdigit() and 0 < int(port) < 65536)
+
+
+from .cli_registry import alarm as _alarm_group, registry as _registry_group  # noqa: E402
+
+main.add_command(_registry_group)  # lonewatch registry import/export/list/add/remove
+main.add_command(_alarm_group)  # lonewatch alarm list/ack/history
+
+from .cli_install import INSTALL_COMMANDS  # noqa: E402  (pki provision flash doctor test-alarm status lab completion)
+
+for _command in INSTALL_COMMANDS:
+    main.add_command(_command)
 
 
 @main.group()
@@ -122,6 +135,9 @@ def device_run(path: str) -> None:
     run_forever(cfg)
 
 
+__import__("device.cli").cli.register(device)  # lonewatch device shift|checkin|status
+
+
 @main.command("check-config")
 @click.argument("kind", type=click.Choice(["device", "relay", "registry"]))
 @click.argument("path", type=click.Path(dir_okay=False))
@@ -137,7 +153,7 @@ def check_config(kind: str, path: str) -> None:
     elif kind == "relay":
         from .config import load_relay_config as loader  # type: ignore[assignment]
     else:
-        from .registry_file import load_registry as loader  # type: ignore[assignment]
+        from .registry import load_registry_toml as loader  # type: ignore[assignment]
     _load(loader, path)
     click.echo(f"{path}: ok")
 

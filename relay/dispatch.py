@@ -15,12 +15,13 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
+from typing import Any
 
 from protocol.messages import Ack, Event
 from protocol.sia import ContactId, contact_id_for
 
 from .arc import ArcAlarm, ArcClient, ArcError, ArcRejectedError, ArcResult
-from .store import DeviceEntry, Store, StoreError
+from .store import ARC_TERMINAL, DeviceEntry, Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,13 @@ class Dispatcher:
             the device is told; it must return quickly (the demo and tests observe with it).
         retry_s: wait between rounds when every receiver failed, seconds (doubles to 30 s).
         reclaim_idle_s: a job untouched this long by its consumer is taken over, seconds.
+            Jobs in progress are touched (and their event's dispatch lease renewed) every
+            ``reclaim_idle_s / 3``, so only a dead relay's jobs are taken over; the lease
+            lets one dispatcher send an event however many jobs name it (scale-out: the
+            ARC gets each alarm once).
+        escalation: optional :class:`relay.escalation.Escalation` (contacts, issue 4): told of
+            every event before the ARC and of every ARC answer; started and stopped with the
+            dispatcher. ``contacts_only`` sites' events do not go to the ARC.
     """
 
     def __init__(
@@ -90,21 +98,42 @@ class Dispatcher:
         on_result: Callable[[Event, object], None] | None = None,
         retry_s: float = 1.0,
         reclaim_idle_s: float = 30.0,
+        escalation: Any = None,
     ) -> None:
         self.store, self.arc, self.publish_ack = store, arc, publish_ack
         self.name, self.partition, self.fmt = name, partition, fmt
         self.workers, self.on_result = workers, on_result
         self.retry_s, self.reclaim_idle_s = retry_s, reclaim_idle_s
+        self.escalation = escalation
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._inflight: dict[str, tuple[str, str]] = {}  # job id → (event id, consumer)
+        self._inflight_lock = threading.Lock()
 
     def start(self) -> None:
         """Create the consumer group and start the worker threads."""
         self.store.ensure_group()
+        if self.escalation is not None:
+            self.escalation.start()
         for i in range(self.workers):
             t = threading.Thread(target=self._run, args=(f"{self.name}-{i}",), name=f"dispatch-{i}", daemon=True)
             t.start()
             self._threads.append(t)
+        t = threading.Thread(target=self._heartbeat, name="dispatch-heartbeat", daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _heartbeat(self) -> None:
+        """Keep the jobs in progress ours: renew their event leases, reset their idle time."""
+        while not self._stop.wait(max(self.reclaim_idle_s / 3, 0.05)):
+            with self._inflight_lock:
+                items = list(self._inflight.items())
+            for job_id, (event_id, consumer) in items:
+                try:
+                    self.store.lease_event(event_id, consumer, self.reclaim_idle_s)
+                    self.store.touch_jobs(consumer, [job_id])
+                except StoreError as exc:
+                    log.error("dispatch heartbeat: redis unavailable (%s)", exc)
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Ask the workers to stop and wait up to ``timeout_s`` seconds for each.
@@ -113,6 +142,8 @@ class Dispatcher:
         for t in self._threads:
             t.join(timeout_s)
         self._threads.clear()
+        if self.escalation is not None:
+            self.escalation.stop(timeout_s)
 
     def _run(self, consumer: str) -> None:
         last_reclaim = 0.0
@@ -124,7 +155,7 @@ class Dispatcher:
                     last_reclaim = time.monotonic()
                 jobs = jobs or self.store.next_jobs(consumer, block_ms=500, count=1)
                 for job_id, event_id in jobs:
-                    self.run_job(job_id, event_id)
+                    self.run_job(job_id, event_id, consumer)
             except StoreError as exc:
                 log.error("dispatch %s: redis unavailable (%s); retrying", consumer, exc)
                 self._stop.wait(1.0)
@@ -132,21 +163,46 @@ class Dispatcher:
                 log.exception("dispatch %s: unexpected error; job left pending for retry", consumer)
                 self._stop.wait(1.0)
 
-    def run_job(self, job_id: str, event_id: str) -> None:
-        """Dispatch one job to completion (or until stop). XACKs only after recording."""
+    def run_job(self, job_id: str, event_id: str, consumer: str | None = None) -> None:
+        """Dispatch one job to completion (or until stop). XACKs only after recording.
+
+        Takes the event's dispatch lease first: a job whose event another live dispatcher
+        is sending stays pending (looked at again after ``reclaim_idle_s``)."""
+        owner = consumer or self.name
+        lease = self.store.lease_event(event_id, owner, self.reclaim_idle_s)
+        if lease == "done":
+            self.store.finish_job(job_id)  # already done (a duplicate job, or a dead relay's)
+            return
+        if lease == "busy":
+            log.info("dispatch job %s: event %s is being sent by another dispatcher", job_id, event_id)
+            return
+        with self._inflight_lock:
+            self._inflight[job_id] = (event_id, owner)
+        try:
+            self._run_leased(job_id, event_id)
+        finally:
+            with self._inflight_lock:
+                self._inflight.pop(job_id, None)
+
+    def _run_leased(self, job_id: str, event_id: str) -> None:
         rec = self.store.event(event_id)
         if rec is None:
             log.error("dispatch job %s: event %s missing from store (expired?)", job_id, event_id)
             self.store.finish_job(job_id)
             return
         event, fields = rec
-        if fields.get("arc") in ("acked", "rejected", "not_sent", "no_arc"):
+        # Contacts first (idempotent: a job run twice opens the alarm once); a failure here
+        # leaves the job pending (StoreError) or is logged, never keeps the alarm from the ARC.
+        to_arc = self._escalate(event)
+        if fields.get("arc") in ARC_TERMINAL:
             self.store.finish_job(job_id)  # already done by an instance that died before XACK
             return
         entry = self.store.device(event.device)
-        alarm = arc_alarm_of(event, entry, partition=self.partition, fmt=self.fmt) if entry else None
+        alarm = arc_alarm_of(event, entry, partition=self.partition, fmt=self.fmt) if entry and to_arc else None
         if alarm is None or self.arc is None:
-            self.store.mark_event(event_id, arc="not_sent" if alarm is None else "no_arc")
+            self.store.mark_event(event_id, arc="not_sent" if alarm is None and to_arc else "no_arc")
+            if alarm is not None:
+                self._notify(event, "no_arc")
             self.store.finish_job(job_id)
             return
         self._send_until_done(event, alarm)
@@ -156,19 +212,21 @@ class Dispatcher:
         wait, told_failed = self.retry_s, False
         while True:
             try:
-                result: ArcResult = self.arc.send(alarm)  # type: ignore[union-attr]
+                # One sequence per event, kept in Redis: a resend after a crash repeats it.
+                sequence = self.store.event_sequence(event.id, alarm.account)
+                result: ArcResult = self.arc.send(alarm, sequence=sequence)  # type: ignore[union-attr]
             except ArcRejectedError as exc:
                 # DUH everywhere: resending the same frame is pointless; record it loudly.
                 log.error("ARC rejected %s (%s): %s", event.id, event.kind, exc)
                 self.store.mark_event(event.id, arc="rejected", arc_error=str(exc)[:500])
-                self.publish_ack(event.device, Ack(id=event.id, stage="arc_failed", ts=time.time(), detail={"reason": "rejected"}))
+                self._ack_device(event, Ack(id=event.id, stage="arc_failed", ts=time.time(), detail={"reason": "rejected"}))
                 self._notify(event, exc)
                 return
             except ArcError as exc:
                 log.error("ARC unreachable for %s (%s): %s; retrying in %.1f s", event.id, event.kind, exc, wait)
                 self.store.mark_event(event.id, arc="retrying", arc_error=str(exc)[:500])
                 if not told_failed:
-                    self.publish_ack(event.device, Ack(id=event.id, stage="arc_failed", ts=time.time(), detail={"reason": "unreachable"}))
+                    self._ack_device(event, Ack(id=event.id, stage="arc_failed", ts=time.time(), detail={"reason": "unreachable"}))
                     told_failed = True
                 self._notify(event, exc)
                 if self._stop.wait(wait):
@@ -182,10 +240,34 @@ class Dispatcher:
             log.info("ARC ACK for %s (%s) from %s in %.0f ms", event.id, event.kind, result.receiver, result.latency_s * 1000)
             self._notify(event, result)
             detail = {"receiver": result.receiver, "latency_ms": round(result.latency_s * 1000, 1)}
-            self.publish_ack(event.device, Ack(id=event.id, stage="arc", ts=time.time(), detail=detail))
+            self._ack_device(event, Ack(id=event.id, stage="arc", ts=time.time(), detail=detail))
             return
 
+    def _ack_device(self, event: Event, ack: Ack) -> None:
+        """Tell the device about its own events; relay-raised ones are none of its business."""
+        if event.origin == "device":
+            self.publish_ack(event.device, ack)
+
+    def _escalate(self, event: Event) -> bool:
+        """Tell the escalation about ``event``; True if the event goes to the ARC."""
+        if self.escalation is None:
+            return True
+        try:
+            return bool(self.escalation.on_event(event))
+        except StoreError:
+            raise
+        except Exception:  # a bug in escalation must not keep the alarm from the ARC
+            log.exception("escalation failed for %s (%s); sending to the ARC anyway", event.id, event.kind)
+            return True
+
     def _notify(self, event: Event, outcome: object) -> None:
+        if self.escalation is not None:
+            try:
+                self.escalation.arc_outcome(event, outcome)
+            except Exception:  # recorded in the log; the ARC path goes on
+                log.exception("escalation could not record the ARC outcome of %s", event.id)
+        if outcome == "no_arc":
+            return
         if self.on_result is not None:
             try:
                 self.on_result(event, outcome)

@@ -145,9 +145,59 @@ class _Server:
         self.cleanup()
 
 
+#: Client authentication modes of the production config ``conf/mosquitto-tls.conf``:
+#: ``password`` (TLS + user name/password) or ``certificate`` (mutual TLS, CN = user name).
+TLS_AUTH_MODES = ("password", "certificate")
+
+
+def render_tls_conf(*, directory: Path, port: int = 8883, bind: str = "", auth: str = "password",
+                    data_dir: Path | None = None, log_file: Path | None = None,
+                    pid_file: Path | None = None) -> str:
+    """The production broker config (``conf/mosquitto-tls.conf``) for files in ``directory``
+    (passwd, acl, ca.crt, server.crt, server.key). ``bind`` "" listens on every interface;
+    ``data_dir``/``log_file``/``pid_file`` default to ``directory``.
+
+    Raises:
+        ValueError: unknown ``auth`` (see :data:`TLS_AUTH_MODES`).
+    """
+    if auth not in TLS_AUTH_MODES:
+        raise ValueError(f"unknown broker auth mode {auth!r}; choose {' or '.join(TLS_AUTH_MODES)}")
+    cert = "true" if auth == "certificate" else "false"
+    return Template((CONF_DIR / "mosquitto-tls.conf").read_text()).substitute(
+        port=port, bind=bind, dir=directory, data_dir=data_dir or directory,
+        log_file=log_file or directory / "mosquitto.log", pid_file=pid_file or directory / "mosquitto.pid",
+        require_certificate=cert, use_identity_as_username=cert,
+    ).replace(f"listener {port} \n", f"listener {port}\n")
+
+
+@dataclass(frozen=True)
+class BrokerTls:
+    """TLS for :class:`Mosquitto`: the CA, the server certificate and key (PEM paths, copied
+    into the broker's directory; the key copy is 0600) and the client ``auth`` mode."""
+
+    ca: Path
+    cert: Path
+    key: Path
+    auth: str = "password"
+
+    def install(self, directory: Path) -> list[Path]:
+        """Copy the three files to ``directory`` as ca.crt, server.crt, server.key."""
+        out = []
+        for src, name, mode in ((self.ca, "ca.crt", 0o644), (self.cert, "server.crt", 0o644), (self.key, "server.key", 0o600)):
+            dest = directory / name
+            if Path(src).resolve() != dest.resolve():
+                dest.unlink(missing_ok=True)
+                fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(Path(src).read_bytes())
+            out.append(dest)
+        return out
+
+
 @dataclass
 class Mosquitto(_Server):
-    """A Mosquitto broker rendered from ``conf/mosquitto.conf`` + ``conf/acl``.
+    """A Mosquitto broker rendered from ``conf/mosquitto.conf`` + ``conf/acl``, or with
+    ``tls`` from the production config ``conf/mosquitto-tls.conf`` (TLS listener only).
 
     ``users`` maps username → password (written hashed with ``mosquitto_passwd``; the file is
     mode 0600). The relay's account must be called ``relay`` (the ACL names it); device
@@ -156,6 +206,7 @@ class Mosquitto(_Server):
 
     users: dict[str, str] = field(default_factory=dict)
     bind: str = "127.0.0.1"
+    tls: BrokerTls | None = None
     log_name = "mosquitto.log"
 
     def start(self) -> "Mosquitto":
@@ -170,11 +221,16 @@ class Mosquitto(_Server):
         self.port = self.port or free_port()
         self.write_passwords()
         shutil.copyfile(CONF_DIR / "acl", self.workdir / "acl")
-        conf = Template((CONF_DIR / "mosquitto.conf").read_text()).substitute(
-            port=self.port, bind=self.bind, dir=self.workdir
-        )
+        own = [self.workdir, self.workdir / "passwd", self.workdir / "acl"]
+        if self.tls is None:
+            conf = Template((CONF_DIR / "mosquitto.conf").read_text()).substitute(
+                port=self.port, bind=self.bind, dir=self.workdir
+            )
+        else:
+            own += self.tls.install(self.workdir)
+            conf = render_tls_conf(directory=self.workdir, port=self.port, bind=self.bind, auth=self.tls.auth)
         (self.workdir / "mosquitto.conf").write_text(conf)
-        _readable_by_service_user([self.workdir, self.workdir / "passwd", self.workdir / "acl"], "mosquitto")
+        _readable_by_service_user(own, "mosquitto")
         self._spawn([binary, "-c", str(self.workdir / "mosquitto.conf")], "mosquitto")
         return self
 

@@ -65,8 +65,11 @@ class Pipeline:
         Bad input never raises: it is dead-lettered and counted.
 
         Raises:
-            relay.store.StoreError: Redis failed; nothing was acked, so the caller must not
-                acknowledge the MQTT message (the broker or the device will send it again).
+            relay.store.StoreError: Redis is unavailable; nothing was acked, so the caller
+                must not acknowledge the MQTT message (the broker or the device will send it
+                again).
+            relay.store.StoreDataError: Redis refused the data; the caller dead-letters the
+                message (retrying would block every message behind it).
         """
         try:
             msg = decode_for_topic(topic, payload)

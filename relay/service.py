@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import socket
 import threading
 from collections.abc import Callable
 
@@ -64,10 +65,13 @@ class RelayService:
         dispatch_workers: int = 4,
         on_stored: Callable[[Event, bool], None] | None = None,
         on_result: Callable[[Event, object], None] | None = None,
+        reclaim_idle_s: float = 30.0,
+        session_expiry_s: int = SESSION_EXPIRY_S,
     ) -> None:
         self.store = store
         self.shared_group = shared_group
         self._host, self._port, self._keepalive = mqtt_host, mqtt_port, keepalive_s
+        self._session_expiry_s = session_expiry_s
         self._inbox: queue.Queue[tuple[str, bytes, int, int] | None] = queue.Queue()
         self._stop = threading.Event()
         self.connected = threading.Event()
@@ -84,8 +88,16 @@ class RelayService:
         self.pipeline = Pipeline(store, self.publish_ack, on_stored=on_stored)
         self.dispatcher = Dispatcher(
             store, arc, self.publish_ack, name=client_id, partition=partition, fmt=fmt,
-            workers=dispatch_workers, on_result=on_result,
+            workers=dispatch_workers, on_result=on_result, reclaim_idle_s=reclaim_idle_s,
         )  # fmt: skip
+        #: Name of this instance (health endpoint).
+        self.instance = client_id
+        #: Further parts started after and stopped before the pipeline and dispatcher, each
+        #: with ``start()`` and ``stop()``: supervision sweeper, ARC link tester, health
+        #: endpoint (:mod:`relay.app` adds them).
+        self.components: list = []
+        self.supervisor = None
+        self.linktester = None
         self._worker = threading.Thread(target=self._process, name="relay-pipeline", daemon=True)
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -93,9 +105,11 @@ class RelayService:
     def start(self) -> None:
         """Connect (asynchronously, with automatic reconnect) and start processing."""
         props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        props.SessionExpiryInterval = self._session_expiry_s
         self.dispatcher.start()
         self._worker.start()
+        for part in self.components:
+            part.start()
         self.client.connect_async(self._host, self._port, self._keepalive, clean_start=False, properties=props)
         self.client.loop_start()
 
@@ -103,6 +117,11 @@ class RelayService:
         """Disconnect and stop the threads. Unprocessed messages are not acked, so the
         broker delivers them again to this or another instance."""
         self._stop.set()
+        for part in reversed(self.components):
+            try:
+                part.stop()
+            except Exception:
+                log.exception("could not stop %r", part)
         self._inbox.put(None)
         self.client.disconnect()
         self.client.loop_stop()
@@ -115,6 +134,9 @@ class RelayService:
         if reason_code.is_failure:
             log.error("broker refused the relay: %s", reason_code)
             return
+        sock = client.socket()
+        if sock is not None:  # acks are small packets: never hold them back for Nagle (issue 6 bench)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client.subscribe([(shared(f, self.shared_group), 1) for f in RELAY_FILTERS])
         log.info("relay connected to %s:%s (session present: %s)", self._host, self._port, flags.session_present)
         self.connected.set()
@@ -144,13 +166,15 @@ class RelayService:
                     self._stop.wait(delay)
                     delay = min(delay * 2, 5.0)
                     continue
-                except Exception:  # a bug must not stop the relay; the message is dead-lettered
+                except Exception as exc:  # a bug must not stop the relay: dead-letter, go on
                     log.exception("pipeline failed on a message from %s", topic_name)
                     try:
-                        self.store.dead_letter(topic_name, payload, "internal error in the relay pipeline")
+                        self.store.dead_letter(topic_name, payload, f"internal error in the relay pipeline: {exc}")
                     except StoreError:
                         self._stop.wait(delay)
                         continue
+                    except Exception:
+                        log.exception("could not dead-letter the message from %s either", topic_name)
                 if qos > 0:
                     self.client.ack(mid, qos)
                 break
@@ -159,6 +183,13 @@ class RelayService:
         """Send ``ack`` to ``lonewatch/<device_id>/ack`` with QoS 1 (paho queues it while
         the broker is away)."""
         self.client.publish(topic(device_id, "ack"), encode(ack), qos=1)
+
+    def threads_alive(self) -> bool:
+        """True while the pipeline thread and every dispatch worker run (health)."""
+        if self._stop.is_set():
+            return False
+        workers = getattr(self.dispatcher, "_threads", [])
+        return self._worker.is_alive() and all(t.is_alive() for t in workers)
 
     def wait_connected(self, timeout_s: float) -> bool:
         """True once connected and subscribed, within ``timeout_s`` seconds."""

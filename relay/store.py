@@ -1,23 +1,44 @@
 """Redis state of the relay: registry, dedupe, event log, dispatch jobs, dead letters
 (SPEC §3 pipeline). All state lives here so that several relay instances behave as one.
 
-Key layout (``lw:`` prefix):
+Key layout (``lw:`` prefix). ``{…}`` is a Redis Cluster hash tag: keys with the same tag
+live in one slot, so one Lua script may touch them together. Everything about one device is
+tagged with the device id; the streams and the supervision index are single keys that no
+script combines with others.
 
-===========================  =======  =====================================================
-key                          type     holds
-===========================  =======  =====================================================
-``lw:device:<id>``           hash     registry entry: worker, zone, account, site, language
-``lw:state:<id>``            hash     last_seen, status, battery_pct, signal_dbm, lat, lon …
-``lw:event:<event id>``      hash     the stored event (``json``), ``stored_at``, ``arc`` …
-``lw:events``                stream   the event log: one entry per distinct event
-``lw:dispatch``              stream   dispatch jobs, consumer group ``dispatchers``
-``lw:deadletter``            stream   bad input with the reason
-``lw:arcseq:<account>``      string   last SIA DC-09 sequence number used for the account
-===========================  =======  =====================================================
+==================================  =======  ==============================================
+key                                 type     holds
+==================================  =======  ==============================================
+``lw:device:<id>``                  hash     registry entry: worker, zone, account, site …
+``lw:{<id>}:state``                 hash     last_seen, status, battery_pct, signal_dbm, lat …
+``lw:{<id>}:sup``                   hash     supervision state (:mod:`relay.redis_scripts`)
+``lw:{<id>}:event:<event id>``      hash     stored event (``json``), ``stored_at``, ``arc``,
+                                             ``queued``, dispatch lease, ``arc_seq`` …
+``lw:{<id>}:unqueued``              set      event ids stored but not yet on ``lw:dispatch``
+``lw:events``                       stream   the event log: one entry per distinct event
+``lw:dispatch``                     stream   dispatch jobs, consumer group ``dispatchers``
+``lw:deadletter``                   stream   bad input with the reason
+``lw:deadlines``                    zset     supervision index: ``lost:<id>``,
+                                             ``checkin:<id>``, ``q:<id>`` → due (Unix s)
+``lw:arcseq:<account>``             string   last SIA DC-09 sequence number of the account
+``lw:linktest:<who>:<period>``      string   claim: which relay sends a periodic test 602
+``lw:{reg}:<kind>``                 hash     registry (:mod:`relay.registry`): workers, sites …
+``lw:{esc}:…``                      various  alarms, escalation and history (:mod:`relay.alarms`)
+==================================  =======  ==============================================
 
-Storing an event is one Lua script: dedupe, event record, log entry and dispatch job are
-written together or not at all, so a relay killed half-way never leaves an event that is
-"seen" but not dispatched (the device resends it: no ``received`` ack went out).
+Storing an event is one Lua script on the device's slot (dedupe, event record, device state,
+supervision) followed by the **outbox** step: the event goes to the event log and the
+dispatch stream, then is marked ``queued``. A relay killed in between never leaves an event
+"seen" but not dispatched: the device resends it (no ``received`` ack went out) and the
+resend queues it again, and a supervision sweep re-queues anything left unqueued for
+``requeue_after_s`` (also relay-raised events, which no device resends). A job queued twice
+is harmless: the dispatch lease on the event lets one dispatcher send it, once.
+
+Supervision deadlines (SPEC §3): the index ``lw:deadlines`` holds for each device at most
+one member per concern with a score **no later** than the true deadline kept in the device's
+``sup`` hash. Sweepers (any relay) claim due members with a compare-and-set on the score,
+run the device's sweep script — which raises what is really due exactly once — and set the
+member to the next due. A restart or a second relay loses nothing: it is all in Redis.
 """
 
 from __future__ import annotations
@@ -30,33 +51,71 @@ from typing import Any, Final
 import redis
 
 from protocol.errors import LonewatchError
-from protocol.messages import Alive, Event, Status, encode
+from protocol.messages import Alive, Event, Status, decode, encode
+
+from . import redis_scripts as lua
 
 PREFIX: Final = "lw:"
 EVENTS: Final = PREFIX + "events"
 DISPATCH: Final = PREFIX + "dispatch"
 DEADLETTER: Final = PREFIX + "deadletter"
 GROUP: Final = "dispatchers"
+INDEX: Final = PREFIX + "deadlines"
 #: How long an event id is remembered for deduplication, in seconds (30 days).
 EVENT_TTL_S: Final = 30 * 24 * 3600
+#: ``arc`` states of an event record after which no dispatcher sends it again.
+ARC_TERMINAL: Final = ("acked", "rejected", "not_sent", "no_arc", "suppressed")
+#: How long a sweeper owns a claimed index member, seconds (a sweeper that dies mid-way
+#: delays that device's deadline by at most this).
+SWEEP_LEASE_S: Final = 5.0
 
-_STORE_EVENT = """
--- KEYS: event hash, event log stream, dispatch stream, device state hash
--- ARGV: json, stored_at, event id, device, kind, event log maxlen
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  return 0
-end
-redis.call('HSET', KEYS[1], 'json', ARGV[1], 'stored_at', ARGV[2], 'arc', 'pending')
-redis.call('EXPIRE', KEYS[1], %d)
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'id', ARGV[3], 'device', ARGV[4], 'kind', ARGV[5], 'json', ARGV[1])
-redis.call('XADD', KEYS[3], '*', 'id', ARGV[3])
-redis.call('HSET', KEYS[4], 'last_seen', ARGV[2], 'last_event', ARGV[3])
-return 1
-""" % EVENT_TTL_S
+@dataclass(frozen=True, slots=True)
+class SupervisionPolicy:
+    """Relay-wide supervision defaults (SPEC §3; per device: :meth:`Store.set_supervision`).
+
+    Lost contact after ``alive_interval_s × missed_alives + grace_s`` seconds without an
+    alive or event; ``mode`` ``on_shift`` (between ``shift_start`` and ``shift_end``),
+    ``always`` or ``off``. A relay-side check-in expires ``checkin_grace_s`` after the
+    device's own timer, so a living device reports its missed check-in itself (with its
+    position) and the relay's timer only catches a silent one. ``requeue_after_s``: an
+    event stored but not queued for dispatch this long is queued by a sweep.
+    """
+
+    alive_interval_s: float = 60.0
+    missed_alives: int = 3
+    grace_s: float = 5.0
+    mode: str = "on_shift"
+    checkin_grace_s: float = 5.0
+    requeue_after_s: float = 5.0
+
+    @property
+    def limit_s(self) -> float:
+        """Seconds of silence before lost contact."""
+        return self.alive_interval_s * self.missed_alives + self.grace_s
+
+
+def device_key(device_id: str, what: str) -> str:
+    """``lw:{<device>}:<what>``: a per-device key (hash tag = device id)."""
+    return f"{PREFIX}{{{device_id}}}:{what}"
+
+
+def event_key(event_id: str) -> str:
+    """``lw:{<device>}:event:<event id>`` (the device is the part before the last ``:``)."""
+    return device_key(event_id.rpartition(":")[0], f"event:{event_id}")
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 class StoreError(LonewatchError, RuntimeError):
-    """Redis could not be reached or answered wrongly; the message was not stored."""
+    """Redis could not be reached (connection refused, timeout, loading); nothing was
+    stored. Retryable: the caller keeps the message and tries again."""
+
+
+class StoreDataError(LonewatchError, ValueError):
+    """Redis refused a command because of what was sent (a bug or data it cannot take).
+    Not retryable: retrying would block every message behind this one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,28 +135,70 @@ def _key(kind: str, ident: str) -> str:
     return f"{PREFIX}{kind}:{ident}"
 
 
+def registry_key(kind: str) -> str:
+    """Registry hash of one kind (``workers``, ``sites``, ``accounts``, ``devices``, ``meta``,
+    ``version``). All share the hash tag ``{reg}``, so one MULTI/EXEC writes them together,
+    also on Redis Cluster."""
+    return f"{PREFIX}{{reg}}:{kind}"
+
+
+def escalation_key(kind: str, ident: str = "") -> str:
+    """Escalation state (:mod:`relay.alarms`): ``alarm:<id>`` hash, ``log:<id>`` history
+    stream, ``due`` and ``alarms`` sorted sets, ``outbox:<channel>`` streams,
+    ``bynumber:<e164>`` sets, ``ref`` counter. All share the hash tag ``{esc}`` so one Lua
+    script may touch them together, also on Redis Cluster (alarms are few: one slot is plenty)."""
+    return f"{PREFIX}{{esc}}:{kind}" + (f":{ident}" if ident else "")
+
+
 class Store:
     """The relay's view of Redis. Thread-safe (redis-py's client uses a connection pool).
 
-    Every method raises :class:`StoreError` when Redis fails, never a bare redis exception.
+    Every method raises :class:`StoreError` when Redis is unavailable (retry later) and
+    :class:`StoreDataError` when it refuses what was sent, never a bare redis exception.
     """
 
     def __init__(self, client: redis.Redis, *, event_log_maxlen: int = 1_000_000, deadletter_maxlen: int = 100_000) -> None:
         self.r = client
         self.event_log_maxlen = event_log_maxlen
         self.deadletter_maxlen = deadletter_maxlen
-        self._store_event = client.register_script(_STORE_EVENT)
+        #: Supervision defaults used by the scripts (set from ``[supervision]``).
+        self.supervision = SupervisionPolicy()
+        #: Called with each event the relay raised (lost contact, restore, missed check-in).
+        self.raised_hooks: list[Any] = []
+        #: Called with the reason of each dead letter kept (metrics).
+        self.dead_letter_hooks: list[Any] = []
+        self._store_event = client.register_script(lua.STORE_EVENT)
+        self._update_alive = client.register_script(lua.UPDATE_ALIVE)
+        self._sweep = client.register_script(lua.SWEEP)
+        self._mark_queued = client.register_script(lua.MARK_QUEUED)
+        self._claim_member = client.register_script(lua.CLAIM_MEMBER)
+        self._settle_member = client.register_script(lua.SETTLE_MEMBER)
+        self._lease_event = client.register_script(lua.LEASE_EVENT)
 
     @classmethod
-    def from_url(cls, url: str, **kw: Any) -> "Store":
-        """Connect to ``url`` (``redis://host:port/db``) with short socket timeouts."""
+    def from_url(cls, url: str, *, cluster: bool = False, **kw: Any) -> "Store":
+        """Connect to ``url`` (``redis://host:port/db``) with short socket timeouts;
+        ``cluster``: ``url`` is a node of a Redis Cluster (redis-py's cluster client)."""
+        if cluster:
+            from redis.cluster import RedisCluster
+
+            return cls(RedisCluster.from_url(url, socket_timeout=5, socket_connect_timeout=3), **kw)  # type: ignore[arg-type]
         return cls(redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3, health_check_interval=10), **kw)
+
+    def claim_once(self, key: str, ttl_s: float) -> bool:
+        """``SET key NX EX ttl``: True for the first caller only (e.g. which relay sends the
+        periodic test of a period)."""
+        return bool(self._call(self.r.set, key, "1", nx=True, ex=max(1, int(ttl_s))))
 
     def _call(self, fn, *args: Any, **kw: Any) -> Any:
         try:
             return fn(*args, **kw)
-        except redis.RedisError as exc:
-            raise StoreError(f"redis: {exc.__class__.__name__}: {exc}") from exc
+        except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
+            raise StoreError(f"redis unavailable: {exc.__class__.__name__}: {exc}") from exc
+        except (redis.RedisError, redis.DataError) as exc:
+            if "READONLY" in str(exc) or "LOADING" in str(exc) or "MASTERDOWN" in str(exc):
+                raise StoreError(f"redis not writable: {exc}") from exc
+            raise StoreDataError(f"redis refused: {exc.__class__.__name__}: {exc}") from exc
 
     # --- registry ----------------------------------------------------------------------
 
@@ -105,6 +206,22 @@ class Store:
         """Add or replace a device's registry entry."""
         fields = {"account": entry.account, "zone": entry.zone, "worker": entry.worker, "site": entry.site, "language": entry.language}
         self._call(self.r.hset, _key("device", entry.device), mapping=fields)
+
+    def register_many(self, entries: list[DeviceEntry], *, remove: list[str] = (), chunk: int = 1000) -> None:  # type: ignore[assignment]
+        """Add or replace many registry entries (and remove the ids in ``remove``) in
+        pipelined chunks: one round trip per ``chunk`` devices instead of one each."""
+        for start in range(0, max(len(entries), len(remove)), chunk):
+            pipe = self.r.pipeline(transaction=False)
+            for e in entries[start:start + chunk]:
+                pipe.hset(_key("device", e.device), mapping={"account": e.account, "zone": e.zone, "worker": e.worker,
+                                                             "site": e.site, "language": e.language})
+            for device_id in remove[start:start + chunk]:
+                pipe.delete(_key("device", device_id))
+            self._call(pipe.execute)
+
+    def unregister(self, device_id: str) -> None:
+        """Remove a device's registry entry (its messages are dead-lettered from now on)."""
+        self._call(self.r.delete, _key("device", device_id))
 
     def device(self, device_id: str) -> DeviceEntry | None:
         """The registry entry, or None for an unknown device."""
@@ -117,32 +234,116 @@ class Store:
     # --- events ------------------------------------------------------------------------
 
     def store_event(self, event: Event, raw_json: bytes | None = None) -> bool:
-        """Store a validated event atomically: dedupe by event id, event record, event log
-        entry, dispatch job, device last-seen (SPEC §3 pipeline).
+        """Store a validated device event: dedupe by event id, event record, device state and
+        supervision (shift, check-in timer, restore of a lost contact) in one script, then
+        the outbox step (event log entry + dispatch job). See the module docstring.
+
+        A device ``missed_checkin`` for a check-in the relay already raised is stored and
+        logged but not dispatched (``arc = "suppressed"``, ``duplicate_of``): the ARC gets
+        one 102 per check-in.
 
         Returns:
             True if the event is new, False if it was stored before (a resend).
         Raises:
-            StoreError: nothing was stored; do not ack ``received``.
+            StoreError: Redis unavailable; do not ack ``received`` (the device resends, the
+                resend completes whatever step was missing).
         """
         payload = raw_json if raw_json is not None else encode(event)
-        keys = [_key("event", event.id), EVENTS, DISPATCH, _key("state", event.device)]
-        args = [payload, f"{time.time():.3f}", event.id, event.device, event.kind, self.event_log_maxlen]
-        return bool(self._call(self._store_event, keys=keys, args=args))
+        now, dev, pol = time.time(), event.device, self.supervision
+        duration = event.data.get("duration_s", 0) if event.kind == "checkin_start" else 0
+        keys = [event_key(event.id), device_key(dev, "state"), device_key(dev, "sup"), device_key(dev, "unqueued")]
+        args = [payload, f"{now:.3f}", event.id, dev, event.kind, device_key(dev, "event:"), *self._policy_args(),
+                pol.checkin_grace_s, f"{event.ts:.3f}", duration, EVENT_TTL_S]  # fmt: skip
+        if event.position is not None:
+            p = event.position
+            args += ["lat", p.lat, "lon", p.lon, "accuracy_m", "" if p.accuracy_m is None else p.accuracy_m, "fixed_at", p.fixed_at]
+        # Index the outbox check first: if this relay dies after the script, a sweep queues it.
+        # (Two round trips: redis-py's cluster pipelines refuse scripts.)
+        self._call(self.r.zadd, INDEX, {f"q:{dev}": now + pol.requeue_after_s}, lt=True)
+        res = self._call(self._store_event, keys=keys, args=args)
+        status, lost_due, checkin_due = int(res[0]), _s(res[1]), _s(res[2])
+        items: list[tuple[str, str, str | bytes, bool]] = []
+        if status in (1, 2, 3):
+            items.append((event.id, event.kind, payload, status != 3))
+        raised = self._triples(res[3:])
+        items += [(eid, kind, js, True) for eid, kind, js in raised]
+        index = {}
+        if lost_due:
+            index[f"lost:{dev}"] = float(lost_due)
+        if checkin_due:
+            index[f"checkin:{dev}"] = float(checkin_due)
+        self._enqueue(dev, items, index)
+        self._announce(raised)
+        return status in (1, 3)
+
+    def _policy_args(self) -> list[Any]:
+        p = self.supervision
+        return [p.alive_interval_s, p.missed_alives, p.grace_s, p.mode]
+
+    @staticmethod
+    def _triples(flat: list[Any]) -> list[tuple[str, str, str]]:
+        return [(_s(flat[i]), _s(flat[i + 1]), _s(flat[i + 2])) for i in range(0, len(flat) - 2, 3)]
+
+    def _enqueue(self, device: str, items: list[tuple[str, str, str | bytes, bool]], index: dict[str, float]) -> None:
+        """Outbox step: log entry (+ dispatch job) per item, then mark them queued; index
+        members written with a plain ZADD (a writer's new truth, visible to sweepers)."""
+        if not items and not index:
+            return
+        pipe = self.r.pipeline(transaction=False)
+        for eid, kind, js, dispatch in items:
+            pipe.xadd(EVENTS, {"id": eid, "device": device, "kind": kind, "json": js}, maxlen=self.event_log_maxlen, approximate=True)
+            if dispatch:
+                pipe.xadd(DISPATCH, {"id": eid})
+        if index:
+            pipe.zadd(INDEX, index)
+        self._call(pipe.execute)
+        if items:
+            self._call(self._mark_queued, keys=[device_key(device, "unqueued")], args=[device_key(device, "event:"), *(i[0] for i in items)])
+        if f"lost:{device}" in index:
+            self._call(self.r.hset, device_key(device, "sup"), "lost_idx", "1")
+
+    def _announce(self, raised: list[tuple[str, str, str]]) -> None:
+        for _eid, _kind, js in raised:
+            ev = decode(js)
+            for hook in self.raised_hooks:
+                try:
+                    hook(ev)
+                except Exception:  # an observer must not break storing
+                    import logging
+
+                    logging.getLogger(__name__).exception("raised hook failed")
 
     def event(self, event_id: str) -> tuple[Event, dict[str, str]] | None:
         """The stored event and its record fields (``stored_at``, ``arc`` …), or None."""
-        from protocol.messages import decode
-
-        raw = self._call(self.r.hgetall, _key("event", event_id))
-        if not raw:
+        raw = self._call(self.r.hgetall, event_key(event_id))
+        if not raw or b"json" not in raw:
             return None
         rec = {k.decode(): v.decode() for k, v in raw.items()}
         return decode(rec["json"]), rec  # type: ignore[return-value]
 
     def mark_event(self, event_id: str, **fields: str | int | float) -> None:
         """Update an event record (e.g. ``arc="acked"``, ``arc_receiver="primary"``)."""
-        self._call(self.r.hset, _key("event", event_id), mapping=fields)
+        self._call(self.r.hset, event_key(event_id), mapping=fields)
+
+    def lease_event(self, event_id: str, owner: str, lease_s: float) -> str:
+        """Take or renew the dispatch lease of an event for ``owner`` for ``lease_s`` seconds.
+
+        Returns ``"ok"``, ``"busy"`` (another dispatcher's lease is valid), ``"done"`` (its
+        ``arc`` state is terminal, :data:`ARC_TERMINAL`) or ``"missing"``.
+        """
+        res = self._call(self._lease_event, keys=[event_key(event_id)], args=[owner, f"{time.time():.3f}", lease_s, *ARC_TERMINAL])
+        return _s(res)
+
+    def event_sequence(self, event_id: str, account: str) -> int:
+        """The DC-09 sequence number of an event, taken from the account's counter once and
+        kept on the event, so a resend after a relay crash repeats it (receivers may then
+        discard the duplicate, SPEC §4)."""
+        key = event_key(event_id)
+        got = self._call(self.r.hget, key, "arc_seq")
+        if got is None:
+            self._call(self.r.hsetnx, key, "arc_seq", self.next_sequence(account))
+            got = self._call(self.r.hget, key, "arc_seq")
+        return int(got)
 
     def event_log(self, count: int = 100) -> list[dict[str, str]]:
         """The newest ``count`` entries of the event log, oldest first."""
@@ -152,7 +353,8 @@ class Store:
     # --- device state ------------------------------------------------------------------
 
     def update_alive(self, alive: Alive) -> None:
-        """Record a device's alive message: last seen (relay clock), battery, signal, position."""
+        """Record a device's alive message: last seen (relay clock), battery, signal, position;
+        supervision: the device was heard (restores a raised lost contact)."""
         state: dict[str, Any] = {
             "last_seen": f"{time.time():.3f}",
             "battery_pct": "" if alive.battery_pct is None else alive.battery_pct,
@@ -162,17 +364,113 @@ class Store:
             "firmware": alive.firmware,
         }
         if alive.position is not None:
-            state.update(lat=alive.position.lat, lon=alive.position.lon, accuracy_m=alive.position.accuracy_m)
-        self._call(self.r.hset, _key("state", alive.device), mapping=state)
+            p = alive.position
+            state.update(lat=p.lat, lon=p.lon, accuracy_m="" if p.accuracy_m is None else p.accuracy_m, fixed_at=p.fixed_at)
+        now, dev = time.time(), alive.device
+        flat = [x for kv in state.items() for x in kv]
+        args = [f"{now:.3f}", dev, device_key(dev, "event:"), *self._policy_args(), EVENT_TTL_S, *flat]
+        res = self._call(self._update_alive, keys=[device_key(dev, "state"), device_key(dev, "sup"), device_key(dev, "unqueued")], args=args)
+        lost_due, raised = _s(res[0]), self._triples(res[1:])
+        if raised or lost_due:
+            self._enqueue(dev, [(e, k, j, True) for e, k, j in raised], {f"lost:{dev}": float(lost_due)} if lost_due else {})
+            self._announce(raised)
 
     def update_status(self, status: Status) -> None:
         """Record the retained online/offline status (``offline`` alone is no alarm)."""
-        self._call(self.r.hset, _key("state", status.device), mapping={"status": status.state, "status_at": f"{time.time():.3f}"})
+        self._call(self.r.hset, device_key(status.device, "state"), mapping={"status": status.state, "status_at": f"{time.time():.3f}"})
 
     def state(self, device_id: str) -> dict[str, str]:
         """Everything known about a device's current state (strings)."""
-        raw = self._call(self.r.hgetall, _key("state", device_id))
+        raw = self._call(self.r.hgetall, device_key(device_id, "state"))
         return {k.decode(): v.decode() for k, v in raw.items()}
+
+    # --- supervision (SPEC §3; scripts in relay.redis_scripts) -------------------------
+
+    def supervision_state(self, device_id: str) -> dict[str, str]:
+        """The device's supervision hash: ``heard``, ``on_shift``, ``lost``, ``checkin_state`` …"""
+        raw = self._call(self.r.hgetall, device_key(device_id, "sup"))
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    def set_supervision(self, device_id: str, *, alive_interval_s: float | None = None, missed_alives: int | None = None,
+                        grace_s: float | None = None, mode: str | None = None) -> None:
+        """Per-device (or, called for each of its devices, per-site) supervision overrides;
+        None removes an override (the relay-wide default applies). Takes effect at the
+        device's next alive or event.
+
+        Raises:
+            ValueError: a value out of range or an unknown ``mode``.
+        """
+        if mode is not None and mode not in ("on_shift", "always", "off"):
+            raise ValueError(f"supervision mode must be on_shift, always or off, got {mode!r}")
+        for name, v in (("alive_interval_s", alive_interval_s), ("missed_alives", missed_alives), ("grace_s", grace_s)):
+            if v is not None and (v < 0 or (name != "grace_s" and v <= 0)):
+                raise ValueError(f"{name} must be positive, got {v!r}")
+        sets = {f: v for f, v in (("p_interval", alive_interval_s), ("p_missed", missed_alives), ("p_grace", grace_s), ("p_mode", mode)) if v is not None}
+        dels = [f for f, v in (("p_interval", alive_interval_s), ("p_missed", missed_alives), ("p_grace", grace_s), ("p_mode", mode)) if v is None]
+        pipe = self.r.pipeline(transaction=True)
+        key = device_key(device_id, "sup")
+        if sets:
+            pipe.hset(key, mapping=sets)
+        pipe.hdel(key, *dels) if dels else None
+        pipe.hset(key, "lost_idx", "0")  # re-index at the next alive: the deadline may be earlier now
+        self._call(pipe.execute)
+
+    def due_members(self, now: float, count: int = 500) -> list[tuple[str, float]]:
+        """Index members due at ``now``: ``(member, score)``, earliest first."""
+        rows = self._call(self.r.zrangebyscore, INDEX, "-inf", now, start=0, num=count, withscores=True)
+        return [(_s(m), float(sc)) for m, sc in rows]
+
+    def next_due(self) -> float | None:
+        """The earliest score in the index, or None when it is empty."""
+        rows = self._call(self.r.zrange, INDEX, 0, 0, withscores=True)
+        return float(rows[0][1]) if rows else None
+
+    def claim_member(self, member: str, seen: float, lease_until: float) -> bool:
+        """Compare-and-set: True if ``member`` still had score ``seen`` and now holds the
+        lease ``lease_until`` (this sweeper owns it until then)."""
+        return bool(self._call(self._claim_member, keys=[INDEX], args=[member, repr(seen), repr(lease_until)]))
+
+    def sweep_member(self, member: str, now: float) -> tuple[float | None, list[Event], list[Event]]:
+        """Run the sweep script for a claimed member (``lost:<id>``, ``checkin:<id>``,
+        ``q:<id>``) and queue what it returns. Returns ``(next due or None, raised events,
+        re-queued events)``.
+        """
+        what, _, dev = member.partition(":")
+        args = [f"{now:.3f}", dev, device_key(dev, "event:"), *self._policy_args(), EVENT_TTL_S,
+                {"lost": "lost", "checkin": "checkin"}.get(what, "queue"), self.supervision.requeue_after_s]  # fmt: skip
+        res = self._call(self._sweep, keys=[device_key(dev, "state"), device_key(dev, "sup"), device_key(dev, "unqueued")], args=args)
+        nxt, n_raised, triples = _s(res[0]), int(res[1]), self._triples(res[2:])
+        self._enqueue(dev, [(e, k, j, True) for e, k, j in triples], {})
+        self._announce(triples[:n_raised])
+        events = [decode(j) for _, _, j in triples]
+        return (float(nxt) if nxt else None), events[:n_raised], events[n_raised:]  # type: ignore[return-value]
+
+    def settle_member(self, member: str, lease_until: float, next_due: float | None) -> None:
+        """After a sweep: the member's next due (None drops it), unless a writer changed it
+        since the claim (then only lowered)."""
+        self._call(self._settle_member, keys=[INDEX], args=[member, repr(lease_until), "" if next_due is None else repr(next_due)])
+
+    def index_size(self) -> tuple[int, int]:
+        """``(members, overdue members)`` of the supervision index (metrics)."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zcard(INDEX)
+        pipe.zcount(INDEX, "-inf", time.time())
+        total, overdue = self._call(pipe.execute)
+        return int(total), int(overdue)
+
+    def dispatch_backlog(self) -> dict[str, int]:
+        """Dispatch stream backlog: ``pending`` (taken, not finished) and ``lag`` (not yet
+        taken by any dispatcher; Redis ≥ 7), ``length`` of the stream."""
+        try:
+            groups = self._call(self.r.xinfo_groups, DISPATCH)
+        except StoreDataError:  # no stream yet
+            return {"pending": 0, "lag": 0, "length": 0}
+        g = next((g for g in groups if _s(g.get("name", "")) == GROUP), None)
+        length = int(self._call(self.r.xlen, DISPATCH))
+        if g is None:
+            return {"pending": 0, "lag": length, "length": length}
+        lag = g.get("lag")
+        return {"pending": int(g.get("pending", 0)), "lag": int(lag) if lag is not None else 0, "length": length}
 
     # --- dead letters ------------------------------------------------------------------
 
@@ -181,6 +479,8 @@ class Store:
         with undecodable bytes replaced."""
         fields = {"topic": topic[:256], "payload": payload[:8192].decode("utf-8", "replace"), "reason": reason[:512], "at": f"{time.time():.3f}"}
         self._call(self.r.xadd, DEADLETTER, fields, maxlen=self.deadletter_maxlen, approximate=True)
+        for hook in self.dead_letter_hooks:
+            hook(reason)
 
     def dead_letters(self, count: int = 100) -> list[dict[str, str]]:
         """The newest ``count`` dead letters, oldest first."""
@@ -208,6 +508,12 @@ class Store:
         """Jobs another (dead) consumer took but did not finish within ``min_idle_ms``."""
         resp = self._call(self.r.xautoclaim, DISPATCH, GROUP, consumer, min_idle_ms, start_id="0-0", count=count)
         return [(jid.decode(), f[b"id"].decode()) for jid, f in resp[1] if f]
+
+    def touch_jobs(self, consumer: str, job_ids: list[str]) -> None:
+        """Reset the idle time of jobs this consumer is still working on (XCLAIM JUSTID), so
+        no other relay reclaims them while, say, the ARC is being retried."""
+        if job_ids:
+            self._call(self.r.xclaim, DISPATCH, GROUP, consumer, 0, job_ids, justid=True)
 
     def finish_job(self, job_id: str) -> None:
         """Acknowledge a dispatch job (XACK): it is done and will not be redelivered."""

@@ -615,3 +615,84 @@ def test_load_toml_returns_source_with_base_dir(tmp_path):
     src = load_toml(write(tmp_path, "a = 1\n", "x.toml"))
     assert src.data == {"a": 1} and src.base_dir == tmp_path.resolve()
     assert src.line_of(("a",)) == 1
+
+
+# --------------------------------------------------------------------------- relay.toml: supervision, metrics, ARC link (issue 4)
+
+OPS_TOML = """\
+[relay]
+reclaim_idle_s = 5
+log_format = "json"
+
+[mqtt]
+session_expiry_s = 300
+
+[supervision]
+mode = "always"
+alive_interval_s = 30
+missed_alives = 2
+grace_s = 10
+sweep_interval_s = 0.25
+
+[metrics]
+listen = "127.0.0.1:9187"
+
+[arc]
+account = "abc123"
+link_test = "relay"
+link_test_interval_s = 3600
+
+[[arc.receivers]]
+host = "arc1.example"
+port = 12000
+protocol = "udp"
+poll_interval_s = 60
+"""
+
+
+def test_relay_operations_sections(tmp_path):
+    cfg = load_relay_config(write(tmp_path, OPS_TOML, "relay.toml"))
+    assert (cfg.relay.reclaim_idle_s, cfg.relay.log_format, cfg.mqtt.session_expiry_s) == (5.0, "json", 300)
+    s = cfg.supervision
+    assert (s.mode, s.alive_interval_s, s.missed_alives, s.grace_s, s.sweep_interval_s) == ("always", 30.0, 2, 10.0, 0.25)
+    assert cfg.metrics.listen == "127.0.0.1:9187"
+    assert (cfg.arc.account, cfg.arc.link_test, cfg.arc.link_test_interval_s) == ("ABC123", "relay", 3600.0)
+    r = cfg.arc.receivers[0]
+    assert (r.protocol, r.poll_interval_s) == ("udp", 60.0)
+
+
+def test_relay_operations_defaults():
+    cfg = RelayConfig.from_dict({})
+    s = cfg.supervision
+    assert (s.mode, s.alive_interval_s, s.missed_alives, s.grace_s) == ("on_shift", 60.0, 3, 5.0)  # SPEC §3: 60 × 3 + 5
+    assert (s.checkin_grace_s, s.sweep_interval_s, s.requeue_after_s) == (5.0, 0.5, 5.0)
+    assert cfg.metrics.listen == "" and cfg.relay.reclaim_idle_s == 30.0 and cfg.relay.log_format == "text"
+    assert (cfg.arc.link_test, cfg.arc.account) == ("off", "0000")
+    assert cfg.mqtt.session_expiry_s == 7 * 24 * 3600
+
+
+BAD_OPS_LINES = [
+    (3, 'log_format = "xml"', "relay.log_format", 'must be one of "text", "json", got "xml"'),
+    (2, "reclaim_idle_s = 0", "relay.reclaim_idle_s", "must be a number 0.5..3600, got 0"),
+    (9, 'mode = "sometimes"', "supervision.mode", 'must be one of "on_shift", "always", "off", got "sometimes"'),
+    (11, "missed_alives = 0", "supervision.missed_alives", "must be an integer 1..100, got 0"),
+    (12, "grace = 10", "supervision.grace", 'unknown key; did you mean "grace_s"?'),
+    (16, 'listen = "9187"', "metrics.listen", 'must be "HOST:PORT" (e.g. "127.0.0.1:9187") or empty, got "9187"'),
+    (19, 'account = "xyz"', "arc.account", 'must be 3-16 hexadecimal characters, got "xyz"'),
+    (20, 'link_test = "device-ish"', "arc.link_test", 'must be one of "off", "relay", "device", got "device-ish"; did you mean "device"?'),
+    (26, 'protocol = "sctp"', "arc.receivers[0].protocol", 'must be one of "tcp", "udp", got "sctp"'),
+    (27, "poll_interval_s = -1", "arc.receivers[0].poll_interval_s", "must be a number 0..86400, got -1"),
+]
+
+
+@pytest.mark.parametrize("lineno,replacement,key,message", BAD_OPS_LINES, ids=[c[2] for c in BAD_OPS_LINES])
+def test_bad_relay_operations_line(tmp_path, lineno, replacement, key, message):
+    lines = OPS_TOML.splitlines()
+    lines[lineno - 1] = replacement
+    path = write(tmp_path, "\n".join(lines) + "\n", "relay.toml")
+    assert errors_of(load_relay_config, path) == [f"{path}:{lineno}: {key}: {message}"]
+
+
+def test_link_test_needs_a_receiver(tmp_path):
+    path = write(tmp_path, '[arc]\nlink_test = "relay"\n', "relay.toml")
+    assert errors_of(load_relay_config, path) == [f'{path}:2: arc.link_test: "relay" needs at least one [[arc.receivers]]']

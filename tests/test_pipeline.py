@@ -110,3 +110,23 @@ def test_redis_down_raises_store_error_and_acks_nothing(acks: list) -> None:
 def test_sequence_numbers_wrap_9999_to_1(store: Store) -> None:
     store.r.set("lw:arcseq:1234AB", 9998)
     assert [store.next_sequence("1234AB") for _ in range(3)] == [9999, 1, 2]
+
+
+def test_alive_without_accuracy_is_stored(pipeline: Pipeline, store: Store) -> None:
+    # SIM7600 +CGPSINFO reports no HDOP: accuracy unknown must not break the relay.
+    alive = Alive("lw-0001", 1.0, None, None, "home", Position(55.0, 12.0, None, 7.0), 10.0, "0.1.0", 0)
+    assert pipeline.handle("lonewatch/lw-0001/alive", encode(alive)).outcome == "alive"
+    st = store.state("lw-0001")
+    assert (st["accuracy_m"], st["fixed_at"], st["battery_pct"]) == ("", "7.0", "")
+
+
+def test_redis_refusing_data_is_not_mistaken_for_redis_down() -> None:
+    from relay.store import StoreDataError
+
+    class Refusing(fakeredis.FakeRedis):
+        def hset(self, *a, **kw):
+            raise redis.DataError("Invalid input of type: 'NoneType'")
+
+    s = Store(Refusing())
+    with pytest.raises(StoreDataError):
+        s.update_status(Status("lw-0001", "online", 1.0))

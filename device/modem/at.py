@@ -17,26 +17,65 @@ event loop) and never call :meth:`Modem.command` from it (that raises ``RuntimeE
 exception it raises is logged and counted in :attr:`Modem.urc_handler_errors`, never fatal.
 Two-line URCs (``+CMT``/``+CDS``/``+CBM`` with the SMS on the next line) reach it as one string
 joined by ``\n``.
+
+Parsing lives in :mod:`device.modem.replies`, errors in :mod:`device.modem.errors`; both are
+re-exported here so ``from device.modem.at import Modem, ModemError, ModemGone, …`` keeps working.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any, Literal
 
 import serial
 
 from device.modem import sms
-from protocol.errors import LonewatchError
+
+from .errors import (
+    CME_MEANINGS,
+    CMS_MEANINGS,
+    CmeError,
+    CmsError,
+    ModemError,
+    ModemGone,
+    ModemReplyError,
+    ModemTimeout,
+    SimLocked,
+    parse_error_line,
+)
+from .port import PortLocator
+from .replies import (
+    _MAX_LINE,
+    _PIN_RE,
+    _PROMPT,
+    _FINAL_OK,
+    _REG_STATES,
+    _TECH_PREFIX,
+    _UNREG_RANK,
+    TWO_LINE_URCS,
+    UERE_M,
+    GnssFix,
+    Registration,
+    Signal,
+    _fields,
+    _one,
+    _prefix,
+    classify_line,
+    command_shape,
+    parse_cgpsinfo,
+    parse_qgpsloc,
+    redact,
+)
 
 __all__ = [
+    "CME_MEANINGS",
+    "CMS_MEANINGS",
+    "COMMAND_TIMEOUTS_S",
     "CmeError",
     "CmsError",
     "GnssFix",
@@ -48,294 +87,30 @@ __all__ = [
     "Registration",
     "Signal",
     "SimLocked",
+    "UERE_M",
     "classify_line",
-    "CME_MEANINGS",
-    "CMS_MEANINGS",
+    "command_shape",
+    "parse_cgpsinfo",
     "parse_error_line",
+    "parse_qgpsloc",
+    "redact",
 ]
 
 log = logging.getLogger(__name__)
 
+#: Longest wait for the final result code per command name, seconds (the "maximum response
+#: time" of the SIM7600 and Quectel EC25 AT manuals, rounded up; SPEC §2 "timeouts"). Commands
+#: not listed use ``Modem.default_timeout_s``. ``+CMGS`` is the SMS send: the network decides
+#: how long it takes (the manuals say up to 120 s; the driver waits ``sms_timeout_s``, 60 s by
+#: default, per step).
+COMMAND_TIMEOUTS_S: dict[str, float] = {
+    "+CPIN": 5.0, "+CLCK": 5.0, "+CPWD": 5.0, "+CFUN": 15.0, "+COPS": 180.0,
+    "+CGATT": 140.0, "+CGACT": 150.0, "+CMGS": 60.0, "+CMSS": 60.0, "+CMGD": 30.0,
+    "+CGPS": 10.0, "+QGPS": 10.0, "+QGPSEND": 10.0,
+}
+
 Flavour = Literal["sim7600", "quectel"]
 FLAVOURS = ("auto", "sim7600", "quectel")
-
-#: Metres of position error per unit of HDOP (a typical user-equivalent range error for a
-#: consumer GNSS receiver). ``accuracy_m = HDOP × UERE_M`` when the modem gives nothing better.
-UERE_M = 5.0
-
-_FINAL_OK = "OK"
-_PROMPT = ">"
-# Final failure codes of V.250 that only end dial/answer commands; elsewhere they are URCs.
-_CALL_FINALS = frozenset({"NO CARRIER", "BUSY", "NO ANSWER", "NO DIALTONE"})
-_REG_FAMILY = frozenset({"+CREG", "+CGREG", "+CEREG", "+C5GREG"})
-#: URCs followed by one more line (the SMS text or PDU) that belongs to them (27.005 §3.4.1).
-TWO_LINE_URCS = frozenset({"+CMT", "+CDS", "+CBM"})
-_MAX_LINE = 4096  # bytes without a line end before the buffer is taken as one (garbage) line
-
-#: Whole-line URCs (SIM7600 and Quectel boot/power/call messages).
-URC_WORDS = frozenset({
-    "RING", "RDY", "SMS DONE", "PB DONE", "CALL READY", "SMS READY", "START",
-    "NORMAL POWER DOWN", "POWERED DOWN", "UNDER-VOLTAGE POWER DOWN", "UNDER-VOLTAGE WARNING",
-    "OVER-VOLTAGE POWER DOWN", "OVER-VOLTAGE WARNING", "NO CARRIER", "BUSY", "NO ANSWER",
-})
-#: Prefixes (before ``:``) of URCs. Some double as a command's answer (``+CREG``, ``+CPIN``,
-#: ``+CGPSINFO``…): such a line is solicited only while that very command is pending.
-URC_PREFIXES = frozenset({
-    "+CMTI", "+CMT", "+CDS", "+CDSI", "+CBM", "+CBMI", "+CREG", "+CGREG", "+CEREG", "+C5GREG",
-    "+CGEV", "+CPIN", "+CRING", "+CLIP", "+CCWA", "+CUSD", "+CTZV", "+CTZE", "+CIEV", "+CPSI",
-    "+CGPSINFO", "+CGNSSINFO", "+SIMCARD", "+QIND", "+QUSIM", "+QGPSURC", "+QIURC", "+PSUTTZ",
-    "*PSUTTZ", "^RSSI", "^MODE", "^BOOT", "^SYSSTART", "^SRVST", "DST",
-})
-
-_NAME_RE = re.compile(r"^AT([+^$*#%][A-Z0-9]+)", re.IGNORECASE)
-_SECRET_RE = re.compile(r"^(AT\+(?:CPIN2?|CPWD|CLCK)=).*$", re.IGNORECASE)
-_PIN_RE = re.compile(r"\d{4,8}")
-_TECH_PREFIX = {"CREG": "+CREG", "CGREG": "+CGREG", "CEREG": "+CEREG"}
-
-# 27.007 §7.2 <stat> → our state names (6/7/9/10 are the LTE "SMS only"/"CSFB" variants).
-_REG_STATES = {
-    0: "not_registered", 1: "home", 2: "searching", 3: "denied", 4: "unknown", 5: "roaming",
-    6: "home", 7: "roaming", 8: "emergency_only", 9: "home", 10: "roaming",
-}
-# Which unregistered state says most when no technology is registered.
-_UNREG_RANK = ("denied", "emergency_only", "searching", "not_registered", "unknown")
-
-
-# -- errors ----------------------------------------------------------------------------------------
-
-#: 3GPP TS 27.007 §9.2 ``+CME ERROR`` codes; 500+ are manufacturer-specific (Quectel GNSS here).
-CME_MEANINGS: dict[int, str] = {
-    0: "phone failure", 1: "no connection to phone", 2: "phone-adaptor link reserved",
-    3: "operation not allowed", 4: "operation not supported", 5: "PH-SIM PIN required",
-    6: "PH-FSIM PIN required", 7: "PH-FSIM PUK required", 10: "SIM not inserted",
-    11: "SIM PIN required", 12: "SIM PUK required", 13: "SIM failure", 14: "SIM busy",
-    15: "SIM wrong", 16: "incorrect password", 17: "SIM PIN2 required", 18: "SIM PUK2 required",
-    20: "memory full", 21: "invalid index", 22: "not found", 23: "memory failure",
-    24: "text string too long", 25: "invalid characters in text string",
-    26: "dial string too long", 27: "invalid characters in dial string",
-    30: "no network service", 31: "network timeout",
-    32: "network not allowed - emergency calls only",
-    40: "network personalization PIN required", 41: "network personalization PUK required",
-    100: "unknown", 103: "illegal MS", 106: "illegal ME", 107: "GPRS services not allowed",
-    111: "PLMN not allowed", 112: "location area not allowed",
-    113: "roaming not allowed in this location area",
-    501: "invalid parameter(s)", 502: "operation not supported", 503: "GNSS subsystem busy",
-    504: "session is ongoing", 505: "session not active", 506: "operation timeout",
-    507: "function not enabled", 508: "time information error", 516: "not fixed now",
-    549: "unknown error",
-}
-
-#: 3GPP TS 27.005 §3.2.5 ``+CMS ERROR`` codes (0–127 are network causes of TS 24.011/23.040).
-CMS_MEANINGS: dict[int, str] = {
-    1: "unassigned (unallocated) number", 8: "operator determined barring", 10: "call barred",
-    21: "short message transfer rejected", 27: "destination out of service",
-    28: "unidentified subscriber", 29: "facility rejected", 30: "unknown subscriber",
-    38: "network out of order", 41: "temporary failure", 42: "congestion",
-    47: "resources unavailable, unspecified", 50: "requested facility not subscribed",
-    69: "requested facility not implemented", 96: "invalid mandatory information",
-    111: "protocol error, unspecified", 127: "interworking, unspecified",
-    300: "ME failure", 301: "SMS service of ME reserved", 302: "operation not allowed",
-    303: "operation not supported", 304: "invalid PDU mode parameter",
-    305: "invalid text mode parameter", 310: "SIM not inserted", 311: "SIM PIN required",
-    312: "PH-SIM PIN required", 313: "SIM failure", 314: "SIM busy", 315: "SIM wrong",
-    316: "SIM PUK required", 317: "SIM PIN2 required", 318: "SIM PUK2 required",
-    320: "memory failure", 321: "invalid memory index", 322: "memory full",
-    330: "SMSC address unknown", 331: "no network service", 332: "network timeout",
-    340: "no +CNMA acknowledgement expected", 500: "unknown error",
-}
-
-
-class ModemError(LonewatchError):
-    """Root of modem errors; raised itself for a plain ``ERROR`` final result code."""
-
-
-class ModemTimeout(ModemError, TimeoutError):
-    """No final result code within the command's timeout."""
-
-
-class ModemGone(ModemError, ConnectionError):
-    """The serial port vanished (USB unplug/re-enumeration, EOF) or the modem is closed."""
-
-
-class ModemReplyError(ModemError, ValueError):
-    """A reply line the driver cannot parse. Attributes: ``command``, ``line``, ``reason``."""
-
-    def __init__(self, command: str, line: str, reason: str) -> None:
-        self.command = command
-        self.line = line
-        self.reason = reason
-        super().__init__(f"{command}: cannot parse reply {line!r}: {reason}")
-
-
-class SimLocked(ModemError):
-    """The SIM is not READY after init: ``state`` is the ``+CPIN`` text (``"SIM PIN"``…)."""
-
-    def __init__(self, state: str) -> None:
-        self.state = state
-        super().__init__(f"SIM not ready: {state}")
-
-
-class _CodedError(ModemError):
-    prefix = ""
-
-    def __init__(self, code: int | None, meaning: str, command: str = "") -> None:
-        self.code = code
-        self.meaning = meaning
-        self.command = command
-        where = f"{command}: " if command else ""
-        number = "" if code is None else f" {code}"
-        super().__init__(f"{where}{self.prefix}{number} ({meaning})")
-
-
-class CmeError(_CodedError):
-    """``+CME ERROR: <n>`` (27.007): ``code`` (None if the verbose text is not in the table),
-    ``meaning`` (table text or the modem's verbose text), ``command`` (redacted)."""
-
-    prefix = "+CME ERROR"
-
-
-class CmsError(_CodedError):
-    """``+CMS ERROR: <n>`` (27.005): ``code``, ``meaning``, ``command`` as for CmeError."""
-
-    prefix = "+CMS ERROR"
-
-
-def _norm(text: str) -> str:
-    return " ".join(text.lower().split())
-
-
-_CME_BY_TEXT = {_norm(v): k for k, v in CME_MEANINGS.items()}
-_CMS_BY_TEXT = {_norm(v): k for k, v in CMS_MEANINGS.items()}
-
-
-def parse_error_line(line: str, command: str = "") -> CmeError | CmsError | None:
-    """``+CME ERROR: 10`` or ``+CME ERROR: SIM not inserted`` → CmeError(10, "SIM not
-    inserted"); same for ``+CMS ERROR``; None for any other line."""
-    upper = line.upper()
-    if upper.startswith("+CME ERROR:"):
-        cls: type[CmeError] | type[CmsError] = CmeError
-        table, by_text = CME_MEANINGS, _CME_BY_TEXT
-    elif upper.startswith("+CMS ERROR:"):
-        cls, table, by_text = CmsError, CMS_MEANINGS, _CMS_BY_TEXT
-    else:
-        return None
-    text = line.partition(":")[2].strip()
-    if text.isdigit():
-        code = int(text)
-        return cls(code, table.get(code, "unlisted error code"), command)
-    return cls(by_text.get(_norm(text)), text or "no text", command)
-
-
-def command_shape(cmd: str) -> tuple[str, str]:
-    """Split ``AT+CREG?`` into (``"+CREG"``, ``"read"``).
-
-    Kinds: ``"read"`` (``?``), ``"test"`` (``=?``), ``"set"`` (``=…``), ``"exec"`` (bare).
-    Basic commands (``ATE0``, ``ATI``, ``ATD…``) give their letter as the name.
-    """
-    m = _NAME_RE.match(cmd)
-    if m:
-        name = m.group(1).upper()
-        rest = cmd[m.end():]
-    else:
-        name = cmd[2:3].upper()
-        rest = cmd[3:]
-    if rest.startswith("=?"):
-        return name, "test"
-    if rest.startswith("?"):
-        return name, "read"
-    if rest.startswith("="):
-        return name, "set"
-    return name, "exec"
-
-
-def _prefix(line: str) -> str:
-    head, sep, _ = line.partition(":")
-    return head.strip().upper() if sep else ""
-
-
-def classify_line(line: str, pending: str | None) -> str:
-    """Say what one received line (echo already removed) is, given the pending command or None.
-
-    Returns ``"final"`` (ends the pending command), ``"info"`` (its information line), ``"urc"``
-    (unsolicited: to the URC handler) or ``"stray"`` (a result code with nothing pending, e.g.
-    the late ``OK`` of a command abandoned after shutdown; logged and dropped).
-
-    Rules: ``+CREG: 1`` (one field) is the URC form; ``+CREG: 0,1`` is the solicited answer to
-    ``AT+CREG?`` — the answer's second field is an unquoted ``<stat>`` while in the four/five
-    field URC form it is the quoted ``<lac>``. Any registration line with no read/test of the
-    same family pending is a URC.
-    """
-    upper = line.strip().upper()
-    is_result = (upper in ("OK", "ERROR") or upper.startswith("+CME ERROR:")
-                 or upper.startswith("+CMS ERROR:"))
-    if pending is None:
-        return "stray" if is_result else "urc"
-    name, kind = command_shape(pending)
-    if is_result:
-        return "final"
-    if upper in _CALL_FINALS:
-        return "final" if name in ("D", "A", "O", "H") else "urc"
-    prefix = _prefix(line)
-    if prefix and prefix == name:
-        if prefix in _REG_FAMILY:
-            if kind == "test":
-                return "info"
-            if kind == "read":
-                fields = line.partition(":")[2].split(",")
-                solicited = len(fields) >= 2 and fields[1].strip().isdigit()
-                return "info" if solicited else "urc"
-            return "urc"
-        if prefix in URC_PREFIXES and kind == "set":
-            return "urc"  # e.g. +CPIN: READY after AT+CPIN="…"
-        return "info"
-    if upper in URC_WORDS or (prefix and prefix in URC_PREFIXES):
-        return "urc"
-    return "info"
-
-
-def redact(cmd: str) -> str:
-    """A command as it may appear in logs and error messages: PINs/passwords replaced."""
-    return _SECRET_RE.sub(r"\1***", cmd)
-
-
-@dataclass(frozen=True)
-class Signal:
-    """Received signal from ``+CSQ``: ``rssi_dbm`` in dBm (−113…−51; None = 99, unknown) and
-    ``ber`` the 27.007 bit-error-rate class 0–7 (None = 99, unknown)."""
-
-    rssi_dbm: int | None
-    ber: int | None
-
-
-@dataclass(frozen=True)
-class Registration:
-    """Network registration: ``state`` one of ``home``, ``roaming``, ``searching``, ``denied``,
-    ``not_registered``, ``emergency_only``, ``unknown``; ``technology`` the query it came from
-    (``"CREG"`` circuit-switched, ``"CGREG"`` GPRS/UMTS, ``"CEREG"`` EPS/LTE); ``act`` the
-    27.007 access technology (7 = E-UTRAN) when the modem reported one."""
-
-    state: str
-    technology: str
-    act: int | None = None
-
-    @property
-    def registered(self) -> bool:
-        return self.state in ("home", "roaming")
-
-
-@dataclass(frozen=True)
-class GnssFix:
-    """A GNSS position: ``lat``/``lon`` in decimal degrees (WGS-84, south/west negative),
-    ``accuracy_m`` estimated horizontal error in metres (HDOP × :data:`UERE_M`; None when the
-    modem reports no HDOP, as SIM7600 ``+CGPSINFO`` does), ``fixed_at`` the fix time (UTC)."""
-
-    lat: float
-    lon: float
-    accuracy_m: float | None
-    fixed_at: datetime
-    altitude_m: float | None = None
-    hdop: float | None = None
-
 
 @dataclass(eq=False)
 class _Pending:
@@ -361,6 +136,13 @@ class Modem:
         flavour: ``"sim7600"``, ``"quectel"`` or ``"auto"`` (ask ``ATI``/``AT+CGMM`` once).
         sim_busy_retries: how often ``+CME ERROR: 14`` (SIM busy) is retried.
         sim_busy_backoff_s: first back-off in seconds; doubles each retry, at most 8 s.
+        sms_timeout_s: wait per step of an SMS send (prompt, then ``+CMGS``), seconds.
+        comports: ``serial.tools.list_ports.comports``-like callable used to find the port
+            again by USB identity after re-enumeration (:mod:`device.modem.port`).
+
+    ``port`` may be a path (a stable udev name is best) or ``usb:VID:PID[:IF]``; every
+    :meth:`open` looks the node up again, so a port that came back under another name after
+    a USB reset is found (:attr:`device_path` says which node is open).
     """
 
     def __init__(
@@ -374,11 +156,17 @@ class Modem:
         flavour: str = "auto",
         sim_busy_retries: int = 5,
         sim_busy_backoff_s: float = 1.0,
+        sms_timeout_s: float = COMMAND_TIMEOUTS_S["+CMGS"],
+        comports: Callable[[], Any] | None = None,
     ) -> None:
         if flavour not in FLAVOURS:
             raise ValueError(
                 f"unknown modem flavour {flavour!r}; choose one of {', '.join(FLAVOURS)}")
         self.port = port
+        self.locator = PortLocator(port, comports)
+        #: The device node currently open (differs from ``port`` for ``usb:`` specs).
+        self.device_path: str | None = None
+        self.sms_timeout_s = sms_timeout_s
         self.baudrate = baudrate
         self.urc_handler = urc_handler
         self.default_timeout_s = default_timeout_s
@@ -409,11 +197,15 @@ class Modem:
         """Open the port and start the reader thread. Raises ModemGone if the port is absent."""
         if self._serial is not None:
             return
+        path = self.locator.locate()
         try:
-            ser = self._serial_factory(self.port, self.baudrate, timeout=0.05,
+            ser = self._serial_factory(path, self.baudrate, timeout=0.05,
                                        write_timeout=self.default_timeout_s)
         except (serial.SerialException, OSError) as exc:
-            raise ModemGone(f"cannot open {self.port}: {exc}") from exc
+            raise ModemGone(f"cannot open {self.port} ({path}): {exc}") from exc
+        if path != self.device_path:
+            self.locator.learn(path)
+        self.device_path = path
         self._serial = ser
         self._sms_pdu_mode = False
         self._urc_head = None
@@ -563,13 +355,21 @@ class Modem:
         """
         return self._transact(cmd, timeout_s)
 
+    def timeout_for(self, cmd: str) -> float:
+        """Seconds to wait for ``cmd``'s final result code: :data:`COMMAND_TIMEOUTS_S` for its
+        name (``+CMGS`` uses ``sms_timeout_s``), else ``default_timeout_s``."""
+        name, _ = command_shape(cmd)
+        if name in ("+CMGS", "+CMSS"):
+            return self.sms_timeout_s
+        return max(COMMAND_TIMEOUTS_S.get(name, 0.0), self.default_timeout_s)
+
     def _transact(self, cmd: str, timeout_s: float | None, *, expect_prompt: bool = False,
                   payload: bytes | None = None, echo: frozenset[str] = frozenset()) -> list[str]:
         if threading.current_thread() is self._reader:
             raise RuntimeError("Modem.command() called from the URC handler (reader thread)")
         if payload is None and ("\r" in cmd or "\n" in cmd or not cmd[:2].upper() == "AT"):
             raise ValueError(f"not a single AT command: {redact(cmd)!r}")
-        timeout = self.default_timeout_s if timeout_s is None else timeout_s
+        timeout = self.timeout_for(cmd) if timeout_s is None else timeout_s
         display = redact(cmd)
         with self._cmd_lock:
             self._check_usable()
@@ -820,41 +620,56 @@ class Modem:
 
     # -- SMS -----------------------------------------------------------------------------------
 
-    def send_sms(self, number: str, text: str, timeout_s: float = 60.0) -> list[int]:
+    def send_sms(self, number: str, text: str, timeout_s: float | None = None) -> list[int]:
         """Send ``text`` to ``number`` (``"+45…"``) in PDU mode, GSM 7-bit or UCS2 chosen by
         :mod:`device.modem.sms`, split into concatenated parts when long.
 
         Per part: ``AT+CMGS=<length>`` → ``> `` prompt → PDU hex + Ctrl-Z → ``+CMGS: <mr>``
-        ``OK``, each step within ``timeout_s`` seconds (the network can take tens of seconds).
-        Returns the message references, one per part. The text is never logged.
+        ``OK``, each step within ``timeout_s`` seconds (default ``sms_timeout_s``, 60 s: the
+        network can take tens of seconds). Returns the message references, one per part. The
+        text is never logged. For a per-part record (resume after a failure) use
+        :func:`device.modem.sms.encode_submit` and :meth:`send_pdu` per part instead.
 
         Raises:
             sms.SmsError: bad number / empty text (nothing sent).
             CmsError: e.g. 330 SMSC address unknown, 331 no network service.
             ModemTimeout (text entry is cancelled with ESC), ModemGone, ModemReplyError.
         """
+        pdus = sms.encode_submit(number, text, reference=self.next_sms_reference())
+        return [self.send_pdu(pdu, timeout_s) for pdu in pdus]
+
+    def next_sms_reference(self) -> int:
+        """A fresh 8-bit concatenation reference (TS 23.040 §9.2.3.24.1) for a new message."""
         self._sms_reference = (self._sms_reference + 1) % 256
-        pdus = sms.encode_submit(number, text, reference=self._sms_reference)
-        refs = []
+        return self._sms_reference
+
+    def send_pdu(self, pdu: sms.Pdu, timeout_s: float | None = None) -> int:
+        """Send one SMS-SUBMIT part (27.005 §3.5.1 PDU mode); returns its message reference
+        ``<mr>``. Each step waits ``timeout_s`` (default ``sms_timeout_s``) seconds.
+
+        Raises:
+            CmsError, ModemTimeout (a missing prompt cancels text entry with ESC; a missing
+            ``+CMGS`` after the PDU leaves it unknown whether the part went out), ModemGone,
+            ModemReplyError.
+        """
+        timeout = self.sms_timeout_s if timeout_s is None else timeout_s
         with self._cmd_lock:
             if not self._sms_pdu_mode:
                 self.command("AT+CMGF=0")
                 self._sms_pdu_mode = True
-            for pdu in pdus:
-                cmd = f"AT+CMGS={pdu.tpdu_length}"
-                try:
-                    self._transact(cmd, timeout_s, expect_prompt=True)
-                except ModemTimeout:
-                    self._cancel_text_entry()
-                    raise
-                lines = self._transact(cmd, timeout_s, payload=pdu.hex.encode() + b"\x1a",
-                                       echo=frozenset({pdu.hex}))
-                line = _one(cmd, lines, "+CMGS")
-                try:
-                    refs.append(int(_fields(cmd, line, 1)[0]))
-                except ValueError:
-                    raise ModemReplyError(cmd, line, "message reference is not a number") from None
-        return refs
+            cmd = f"AT+CMGS={pdu.tpdu_length}"
+            try:
+                self._transact(cmd, timeout, expect_prompt=True)
+            except ModemTimeout:
+                self._cancel_text_entry()
+                raise
+            lines = self._transact(cmd, timeout, payload=pdu.hex.encode() + b"\x1a",
+                                   echo=frozenset({pdu.hex}))
+            line = _one(cmd, lines, "+CMGS")
+            try:
+                return int(_fields(cmd, line, 1)[0])
+            except ValueError:
+                raise ModemReplyError(cmd, line, "message reference is not a number") from None
 
     def _cancel_text_entry(self) -> None:
         """After the ``> `` prompt did not come in time: abandon that wait and send ESC, which
@@ -866,82 +681,3 @@ class Modem:
             self._transact("<ESC>", self.default_timeout_s, payload=b"\x1b")
         except ModemError as exc:
             log.info("modem: no answer to ESC after a missing SMS prompt: %s", exc)
-
-
-# -- reply parsing (pure) ------------------------------------------------------------------------
-
-
-def _one(cmd: str, lines: list[str], prefix: str) -> str:
-    for line in lines:
-        if _prefix(line) == prefix:
-            return line
-    raise ModemReplyError(cmd, " | ".join(lines) or "(nothing)", f"no {prefix}: line")
-
-
-def _fields(cmd: str, line: str, minimum: int) -> list[str]:
-    fields = [f.strip() for f in line.partition(":")[2].split(",")]
-    if len(fields) < minimum:
-        raise ModemReplyError(cmd, line, f"expected at least {minimum} fields")
-    return fields
-
-
-def _utc(cmd: str, line: str, ddmmyy: str, hhmmss: str) -> datetime:
-    try:
-        if len(ddmmyy) != 6 or len(hhmmss.split(".")[0]) != 6:
-            raise ValueError
-        day, month, year = int(ddmmyy[0:2]), int(ddmmyy[2:4]), 2000 + int(ddmmyy[4:6])
-        seconds = float(hhmmss[4:])
-        whole = int(seconds)
-        return datetime(year, month, day, int(hhmmss[0:2]), int(hhmmss[2:4]), whole,
-                        int(round((seconds - whole) * 1e6)) % 1_000_000, tzinfo=timezone.utc)
-    except ValueError:
-        raise ModemReplyError(cmd, line, f"bad date/time {ddmmyy!r} {hhmmss!r}") from None
-
-
-def _dm_to_degrees(cmd: str, line: str, value: str, hemi: str, max_deg: int) -> float:
-    """NMEA ``ddmm.mmmm`` / ``dddmm.mmmm`` + N/S/E/W → signed decimal degrees."""
-    try:
-        v = float(value)
-    except ValueError:
-        raise ModemReplyError(cmd, line, f"bad coordinate {value!r}") from None
-    degrees = int(v // 100)
-    minutes = v - degrees * 100
-    if minutes >= 60 or degrees > max_deg or v < 0:
-        raise ModemReplyError(cmd, line, f"bad coordinate {value!r}")
-    signs = {"N": 1, "E": 1, "S": -1, "W": -1}
-    if hemi not in signs or (max_deg == 90) != (hemi in "NS"):
-        raise ModemReplyError(cmd, line, f"bad hemisphere {hemi!r}")
-    return signs[hemi] * (degrees + minutes / 60)
-
-
-def _opt_float(text: str) -> float | None:
-    try:
-        return float(text) if text else None
-    except ValueError:
-        return None
-
-
-def parse_cgpsinfo(cmd: str, line: str) -> GnssFix | None:
-    """SIM7600 ``+CGPSINFO: <lat>,<N/S>,<lon>,<E/W>,<ddmmyy>,<hhmmss.s>,<alt>,<speed>,<course>``;
-    all fields empty = no fix. Raises ModemReplyError."""
-    f = _fields(cmd, line, 6)
-    if not any(f):
-        return None
-    lat = _dm_to_degrees(cmd, line, f[0], f[1], 90)
-    lon = _dm_to_degrees(cmd, line, f[2], f[3], 180)
-    return GnssFix(lat=lat, lon=lon, accuracy_m=None, fixed_at=_utc(cmd, line, f[4], f[5]),
-                   altitude_m=_opt_float(f[6]) if len(f) > 6 else None)
-
-
-def parse_qgpsloc(cmd: str, line: str) -> GnssFix:
-    """Quectel ``+QGPSLOC: <hhmmss.sss>,<lat>,<lon>,<hdop>,<alt>,<fix>,<cog>,<spkm>,<spkn>,
-    <ddmmyy>,<nsat>`` (mode 2: signed decimal degrees). Raises ModemReplyError."""
-    f = _fields(cmd, line, 11)
-    try:
-        lat, lon, hdop = float(f[1]), float(f[2]), float(f[3])
-    except ValueError:
-        raise ModemReplyError(cmd, line, "latitude/longitude/HDOP not numbers") from None
-    if not (-90 <= lat <= 90 and -180 <= lon <= 180 and hdop >= 0):
-        raise ModemReplyError(cmd, line, "coordinates or HDOP out of range")
-    return GnssFix(lat=lat, lon=lon, accuracy_m=round(hdop * UERE_M, 1),
-                   fixed_at=_utc(cmd, line, f[9], f[0]), altitude_m=_opt_float(f[4]), hdop=hdop)

@@ -8,9 +8,15 @@ V.250 framing ``\\r\\n<info>\\r\\n\\r\\nOK\\r\\n``. Error replies follow ``AT+CM
 
 State has thread-safe setters (``signal_csq``, ``set_registration``, ``gnss_fix``, ``sim_state``,
 ``sim_busy_queries``, ``pin``, ``flavour``); one-shot faults are programmed per command prefix
-(``delay_next``, ``error_next``, ``garble_next``, ``urc_during_next``) or fired now
-(``inject_urc``, ``vanish``). ``transcript`` keeps ``(direction, line)`` pairs: ``"host"`` for
+(``delay_next``, ``error_next``, ``garble_next``, ``urc_during_next``, ``submit_error_next``) or
+fired now (``inject_urc``, ``vanish``). ``reappear()`` brings a vanished modem back on a *new* pty
+(another name, as USB re-enumeration does) in its power-on state: echo on, no ``+CMEE``, GNSS off,
+boot URCs ``RDY`` / ``+CPIN: READY`` / ``SMS DONE`` / ``PB DONE`` (SIM7600 manual, "power on"
+sequence) sent just before the answer to the host's first command. ``hung = True`` makes it read commands and never answer (a firmware hang). ``transcript`` keeps ``(direction, line)`` pairs: ``"host"`` for
 what the modem received, ``"modem"`` for what it sent (secrets included: it is a test tool).
+
+Received SMS: ``deliver_sms(number, text)`` stores SMS-DELIVER PDUs in the SIM store and announces
+each with ``+CMTI``; ``AT+CMGR``/``AT+CMGL`` (PDU mode) read them and ``AT+CMGD`` deletes them.
 
 Test-only: never used on the device.
 """
@@ -92,10 +98,22 @@ class ModemSimulator:
         self._faults: list[_Fault] = []
         self._transcript: list[tuple[str, str]] = []
         self._cmgf = 0
+        self._submit_errors: list[str] = []
+        self._boot_urcs: list[str] = []
+        #: While True the modem reads commands and answers nothing (firmware hang).
+        self.hung = False
+        #: How often the modem came back after :meth:`vanish` (power-cycles, USB resets).
+        self.boots = 0
         #: ``(number, text)`` per SMS part received (PDU parts decoded, text mode as typed).
         self.sent_sms: list[tuple[str, str]] = []
         #: Raw PDU hex per part received in PDU mode.
         self.sent_pdus: list[str] = []
+        #: Received SMS in the SIM's message store: index → [stat (0 unread, 1 read), PDU hex].
+        self._stored_sms: dict[int, list] = {}
+        self._cnmi_mt = 1  # AT+CNMI <mt>: 1 = store and announce with +CMTI
+        self._sms_ref = 0
+        #: Storage slots of the SIM (``deliver_sms`` raises OverflowError beyond this).
+        self.sms_capacity = 30
         self._master: int | None = None
         self._slave: int | None = None
         self._wake_r: int | None = None
@@ -113,6 +131,9 @@ class ModemSimulator:
         if self._thread is not None:
             return self
         self._master, self._slave = os.openpty()
+        return self._start_on_pty()
+
+    def _start_on_pty(self) -> ModemSimulator:
         tty.setraw(self._slave)
         self.port = os.ttyname(self._slave)
         self._wake_r, self._wake_w = os.pipe()
@@ -257,6 +278,77 @@ class ModemSimulator:
         """The commands received so far, in order."""
         return [line for d, line in self.transcript if d == "host"]
 
+    # -- received SMS ------------------------------------------------------------------------
+
+    def deliver_sms(self, number: str, text: str, *, timestamp: datetime | None = None) -> list[int]:
+        """An SMS from ``number`` arrives: stored as SMS-DELIVER PDUs (concatenated parts when
+        long) in the SIM store and announced with ``+CMTI: "SM",<index>`` per part (when
+        ``AT+CNMI`` mode 1 is on, the default). Read back with ``AT+CMGR``/``AT+CMGL`` in PDU
+        mode, removed with ``AT+CMGD``. Returns the storage indexes.
+
+        Raises sms.SmsError for a bad number/empty text, OverflowError when the store is full."""
+        ts = timestamp or datetime.now(timezone.utc)
+        with self._lock:
+            self._sms_ref = (self._sms_ref + 1) % 256
+            pdus = sms.encode_deliver(number, text, timestamp=ts, reference=self._sms_ref)
+            free = [i for i in range(1, self.sms_capacity + 1) if i not in self._stored_sms]
+            if len(free) < len(pdus):
+                raise OverflowError("the simulated SIM message store is full")
+            indexes = free[:len(pdus)]
+            for index, pdu in zip(indexes, pdus):
+                self._stored_sms[index] = [0, pdu]
+            announce = self._cnmi_mt == 1
+        if announce:
+            for index in indexes:
+                self.inject_urc(f'+CMTI: "SM",{index}')
+        return indexes
+
+    @property
+    def stored_sms(self) -> dict[int, str]:
+        """Copy of the SIM message store: index → PDU hex."""
+        with self._lock:
+            return {i: pdu for i, (_stat, pdu) in self._stored_sms.items()}
+
+    def _read_sms(self, up: str) -> tuple[list[str], str, list[str]]:
+        """``AT+CNMI``, ``AT+CMGR=<i>``, ``AT+CMGL=<stat>``, ``AT+CMGD=<i>[,<flag>]`` (PDU mode
+        only; text mode answers ``+CMS ERROR: 302``). Lock held."""
+        if up.startswith("AT+CNMI="):
+            fields = up[8:].split(",")
+            if len(fields) < 2 or not all(f.strip().isdigit() for f in fields):
+                return [], "+CMS ERROR: 304", []
+            self._cnmi_mt = int(fields[1])
+            return [], "OK", []
+        if self._cmgf != 0:
+            return [], "+CMS ERROR: 302", []
+        arg = up.partition("=")[2].strip()
+        if up.startswith("AT+CMGR="):
+            if not arg.isdigit() or int(arg) not in self._stored_sms:
+                return [], "+CMS ERROR: 321", []
+            entry = self._stored_sms[int(arg)]
+            stat, pdu = entry
+            entry[0] = 1
+            return [f"+CMGR: {stat},,{_tpdu_length(pdu)}", pdu], "OK", []
+        if up.startswith("AT+CMGL="):
+            if arg not in ("0", "1", "4"):
+                return [], "+CMS ERROR: 304", []
+            lines = []
+            for index in sorted(self._stored_sms):
+                entry = self._stored_sms[index]
+                if arg == "4" or int(arg) == entry[0]:
+                    lines += [f"+CMGL: {index},{entry[0]},,{_tpdu_length(entry[1])}", entry[1]]
+                    entry[0] = 1
+            return lines, "OK", []
+        # AT+CMGD=<index>[,<delflag>]: flag 1 deletes all read messages, 4 all messages
+        index, _, flag = arg.partition(",")
+        if flag.strip() in ("1", "4"):
+            for i in [i for i, e in self._stored_sms.items() if flag.strip() == "4" or e[0] == 1]:
+                del self._stored_sms[i]
+            return [], "OK", []
+        if not index.isdigit() or int(index) not in self._stored_sms:
+            return [], "+CMS ERROR: 321", []
+        del self._stored_sms[int(index)]
+        return [], "OK", []
+
     # -- faults ------------------------------------------------------------------------------
 
     def inject_urc(self, line: str) -> None:
@@ -286,6 +378,44 @@ class ModemSimulator:
         self._vanish.set()
         self._abort.set()
         self._wake()
+
+    def reappear(self) -> str:
+        """Come back after :meth:`vanish` (or a power cut) on a new pty, like a USB modem that
+        re-enumerated under another ``/dev/ttyUSB*`` name, in the power-on state (echo on,
+        ``+CMEE`` 0, GNSS off, not hung) with the SIM7600 boot URCs queued. Recorded SMS and
+        the transcript are kept. Returns the new port name."""
+        # The new pty is made while the old one is still held, so it gets another name.
+        master, slave = os.openpty()
+        self.stop()
+        with self._lock:
+            self._echo, self._cmee, self._gnss_on, self._cmgf = True, 0, False, 0
+            self._reg_n = {"CREG": 0, "CGREG": 0, "CEREG": 0}
+            self._faults.clear()
+            self.hung = False
+            self.boots += 1
+        self._vanish.clear()
+        self._master, self._slave = master, slave
+        # A host that opens the port flushes its input, so the boot URCs come just before the
+        # answer to its first command — where they must be routed aside, not taken as answers.
+        with self._lock:
+            self._boot_urcs = ["RDY", "+CPIN: READY", "SMS DONE", "PB DONE"]
+        self._start_on_pty()
+        return self.port
+
+    def power(self, on: bool) -> None:
+        """Model the modem's supply switched by a GPIO: off = the port vanishes, on = it
+        reappears on a new pty (:meth:`reappear`)."""
+        if on:
+            if self._vanish.is_set() or self._thread is None:
+                self.reappear()
+        else:
+            self.vanish()
+
+    def submit_error_next(self, line: str) -> None:
+        """Answer the next SMS body (after the ``> `` prompt) with ``line`` instead of
+        ``+CMGS: <mr>``, e.g. ``"+CMS ERROR: 331"`` (no network service)."""
+        with self._lock:
+            self._submit_errors.append(line)
 
     def _add(self, fault: _Fault) -> None:
         with self._lock:
@@ -376,6 +506,9 @@ class ModemSimulator:
         """Reply to an SMS body: ``+CMGS: <mr>`` ``OK``, or ``+CMS ERROR: 304`` for a PDU that
         does not decode or whose length differs from the one given to ``AT+CMGS``."""
         mode, arg = entry
+        with self._lock:
+            if self._submit_errors:
+                return [self._submit_errors.pop(0)]
         if mode == "text":
             number, text = arg, body
         else:
@@ -398,6 +531,12 @@ class ModemSimulator:
     def _handle(self, cmd: str) -> tuple[str, str] | None:
         """Answer one command; returns the SMS entry mode after a ``> `` prompt was sent."""
         self._record("host", cmd)
+        if self.hung:
+            return None
+        with self._lock:
+            boot, self._boot_urcs = self._boot_urcs, []
+        if boot:
+            self._send_lines(list(boot))
         if self._echo:
             self._write(cmd.encode("utf-8") + b"\r")
         faults = {f.kind: f for f in self._take(cmd)}
@@ -469,6 +608,8 @@ class ModemSimulator:
                 return [], "OK", []
             if up.startswith("AT+CSCS="):
                 return [], "OK", []
+            if up.startswith(("AT+CNMI=", "AT+CMGR=", "AT+CMGL=", "AT+CMGD=")):
+                return self._read_sms(up)
             if up.startswith("AT+CMGS="):
                 arg = up[8:]
                 valid = arg.isdigit() if self._cmgf == 0 else arg.startswith('"')
@@ -539,6 +680,11 @@ class ModemSimulator:
             return [f"+QGPSLOC: {t:%H%M%S}.000,{lat:.5f},{lon:.5f},{hdop:.1f},12.3,3,0.0,0.0,0.0,"
                     f"{t:%d%m%y},08"], "OK", []
         return [], "ERROR", []
+
+
+def _tpdu_length(pdu_hex: str) -> int:
+    """Octets of a PDU without its SMSC part (the ``<length>`` of ``+CMGR``/``+CMGL``)."""
+    return len(pdu_hex) // 2 - 1 - int(pdu_hex[:2], 16)
 
 
 def _dm(value: float, width: int) -> str:

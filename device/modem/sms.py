@@ -16,6 +16,7 @@ split).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Literal
 
 from protocol.errors import LonewatchError
@@ -228,6 +229,135 @@ def decode_submit(pdu_hex: str) -> Submit:
         if len(ud) * 8 < (udl * 7):
             raise SmsError("user data shorter than its length says")
         return Submit(number, _decode_gsm7(septets), "gsm7", concat)
+    except (IndexError, ValueError, KeyError, UnicodeDecodeError) as exc:
+        if isinstance(exc, SmsError):
+            raise
+        raise SmsError(f"cannot decode PDU {pdu_hex[:40]!r}…: {exc}") from exc
+
+
+# -- SMS-DELIVER (received messages; TS 23.040 §9.2.2.1) -------------------------------------------
+
+
+@dataclass(frozen=True)
+class Deliver:
+    """A decoded SMS-DELIVER (a received SMS): originator ``number`` (``+`` for international,
+    the name for an alphanumeric sender), ``text``, ``encoding``, ``timestamp`` (the service
+    centre time stamp, aware datetime) and the concatenation ``(reference, total, sequence)``
+    or None for a single message."""
+
+    number: str
+    text: str
+    encoding: Encoding
+    timestamp: datetime | None = None
+    concat: tuple[int, int, int] | None = None
+
+
+def _semi_octets(value: int) -> int:
+    return (value % 10) << 4 | (value // 10)
+
+
+def _scts(ts: datetime) -> bytes:
+    """TS 23.040 §9.2.3.11 service centre time stamp: swapped BCD, zone in quarter hours."""
+    offset = ts.utcoffset() or timedelta(0)
+    quarters = int(offset.total_seconds() // 900)
+    zone = _semi_octets(abs(quarters)) | (0x08 if quarters < 0 else 0)
+    return bytes(_semi_octets(v) for v in (ts.year % 100, ts.month, ts.day, ts.hour, ts.minute,
+                                           ts.second)) + bytes([zone])
+
+
+def _parse_scts(raw: bytes) -> datetime:
+    def bcd(b: int) -> int:
+        return (b & 0x0F) * 10 + (b >> 4)
+
+    year, month, day, hour, minute, second = (bcd(b) for b in raw[:6])
+    quarters = bcd(raw[6] & 0xF7) * (-1 if raw[6] & 0x08 else 1)
+    return datetime(2000 + year, month, day, hour, minute, second,
+                    tzinfo=timezone(timedelta(minutes=15 * quarters)))
+
+
+def encode_deliver(number: str, text: str, *, timestamp: datetime, reference: int = 0,
+                   encoding: Encoding | None = None, smsc: str = "+4540000000") -> list[str]:
+    """Encode ``text`` from ``number`` as the SMS-DELIVER PDUs a modem lists with ``AT+CMGL``
+    in PDU mode (hex with the SMSC address in front), split and concatenated like
+    :func:`encode_submit`. ``timestamp`` must be an aware datetime. Used by the modem simulator.
+
+    Raises SmsError for a bad number or SMSC, an empty text, or more than 255 parts."""
+    if not text:
+        raise SmsError("empty SMS text")
+    if timestamp.tzinfo is None:
+        raise SmsError("timestamp must carry a time zone")
+    enc = encoding or choose_encoding(text)
+    parts = split(text, enc)
+    if len(parts) > 255:
+        raise SmsError(f"text needs {len(parts)} parts; at most 255")
+    sca = _address(smsc)
+    sca_field = bytes([len(sca) - 1]) + sca[1:]  # SMSC length counts octets, not digits
+    originator = _address(number)
+    out = []
+    for seq, part in enumerate(parts, start=1):
+        udh = b"" if len(parts) == 1 else bytes([5, 0x00, 3, reference & 0xFF, len(parts), seq])
+        if enc == "gsm7":
+            septets = _septets(part)
+            fill = (7 - len(udh) * 8 % 7) % 7 if udh else 0
+            ud = udh + pack_septets(septets, fill)
+            udl = (len(udh) * 8 + fill) // 7 + len(septets)
+        else:
+            ud = udh + part.encode("utf-16-be")
+            udl = len(ud)
+        first = 0x04 | (0x40 if udh else 0)  # SMS-DELIVER, no more messages, UDHI
+        tpdu = (bytes([first]) + originator + bytes([0x00, _DCS[enc]]) + _scts(timestamp)
+                + bytes([udl]) + ud)
+        out.append((sca_field + tpdu).hex().upper())
+    return out
+
+
+def decode_deliver(pdu_hex: str) -> Deliver:
+    """Decode an SMS-DELIVER PDU as ``AT+CMGR``/``AT+CMGL`` give it in PDU mode (with the
+    SMSC prefix): numeric and alphanumeric originators, GSM 7-bit and UCS2, concatenation.
+
+    Raises SmsError for anything else (8-bit data, SMS-STATUS-REPORT, truncated PDUs)."""
+    try:
+        data = bytes.fromhex(pdu_hex.strip())
+        pos = 1 + data[0]  # skip SMSC
+        first = data[pos]
+        if first & 0x03 != 0x00:
+            raise SmsError(f"not an SMS-DELIVER (first octet {first:02X})")
+        ndigits, toa = data[pos + 1], data[pos + 2]
+        raw = data[pos + 3:pos + 3 + (ndigits + 1) // 2]
+        if toa & 0x70 == 0x50:  # alphanumeric originator: GSM 7-bit packed
+            number = _decode_gsm7(unpack_septets(raw, ndigits * 4 // 7))
+        else:
+            hexed = raw.hex().upper()
+            digits = "".join(hexed[i + 1] + hexed[i] for i in range(0, len(hexed), 2))[:ndigits]
+            number = ("+" if toa & 0x70 == 0x10 else "") + digits
+        pos += 3 + (ndigits + 1) // 2
+        dcs = data[pos + 1]
+        timestamp = _parse_scts(data[pos + 2:pos + 9])
+        udl = data[pos + 9]
+        ud = data[pos + 10:]
+        concat, hdr = None, 0
+        if first & 0x40:
+            hdr = 1 + ud[0]
+            i = 1
+            while i < hdr:
+                iei, iel = ud[i], ud[i + 1]
+                if iei == 0x00 and iel == 3:
+                    concat = (ud[i + 2], ud[i + 3], ud[i + 4])
+                elif iei == 0x08 and iel == 4:  # 16-bit reference
+                    concat = ((ud[i + 2] << 8) | ud[i + 3], ud[i + 4], ud[i + 5])
+                i += 2 + iel
+        if dcs & 0x0C == 0x08:
+            if len(ud) < udl:
+                raise SmsError("user data shorter than its length says")
+            return Deliver(number, ud[hdr:udl].decode("utf-16-be"), "ucs2", timestamp, concat)
+        if dcs & 0x0C != 0x00:
+            raise SmsError(f"unsupported data coding scheme {dcs:02X}")
+        if len(ud) * 8 < udl * 7:
+            raise SmsError("user data shorter than its length says")
+        fill = (7 - hdr * 8 % 7) % 7 if hdr else 0
+        hdr_septets = (hdr * 8 + fill) // 7
+        septets = unpack_septets(ud[hdr:], udl - hdr_septets, fill)
+        return Deliver(number, _decode_gsm7(septets), "gsm7", timestamp, concat)
     except (IndexError, ValueError, KeyError, UnicodeDecodeError) as exc:
         if isinstance(exc, SmsError):
             raise

@@ -24,7 +24,8 @@ def scenario_names() -> list[str]:
     return sorted(load_all())
 
 
-def run_demo(*, scenario: str = "panic", as_json: bool = False, arc_addr: str | None = None, keep: bool = False) -> int:
+def run_demo(*, scenario: str = "panic", as_json: bool = False, arc_addr: str | None = None, keep: bool = False,
+             timeout_s: float = 30.0) -> int:
     """Run one scenario on a fresh local installation; returns the exit status.
 
     Raises:
@@ -38,7 +39,7 @@ def run_demo(*, scenario: str = "panic", as_json: bool = False, arc_addr: str | 
                         format="%(asctime)s %(threadName)s %(name)s %(levelname)s %(message)s")  # fmt: skip
     ok = False
     try:
-        with DemoStack(tl, workdir, arc_addr=arc_addr) as stack:
+        with DemoStack(tl, workdir, arc_addr=arc_addr, timeout_s=timeout_s) as stack:
             ok = fn(stack)
             press = tl.first("alarm_recognised")
             ack = tl.first("arc_ack")

@@ -15,7 +15,7 @@ Scenario = Callable[[DemoStack], bool]
 #: name → (function, one-line description)
 SCENARIOS: dict[str, tuple[Scenario, str]] = {}
 #: Modules that define further scenarios (imported by :func:`load_all`).
-MODULES: tuple[str, ...] = ()
+MODULES: tuple[str, ...] = ("relay.demo.scenario_contacts", "relay.demo.scenario_device", "relay.demo.scenario_relay")
 
 
 def scenario(name: str, description: str) -> Callable[[Scenario], Scenario]:
@@ -56,7 +56,7 @@ def expect_arc(stack: DemoStack, step: dict[str, Any] | None, code: str, qualifi
 @scenario("panic", "hold the button 2.5 s: a silent panic (CID 122) reaches the ARC with the position")
 def panic(stack: DemoStack) -> bool:
     stack.hold(2.5)
-    ok = expect_arc(stack, stack.tl.wait_for("arc_ack", 30), "122")
+    ok = expect_arc(stack, stack.tl.wait_for("arc_ack", stack.timeout_s), "122")
     if ok and stack.tl.wait_for("feedback", 10, pattern="arc_delivered") is None:
         stack.tl.add("error", reason="the device got no `arc` ack (no delivered feedback)")
         ok = False

@@ -1,0 +1,258 @@
+"""Pure parsing of AT replies: line classification (answer / final result code / URC), command
+shapes, redaction of secrets, and the reply records (signal, registration, GNSS fix).
+
+Sources: ITU-T V.250 (result codes), 3GPP TS 27.007 (``+CREG``/``+CGREG``/``+CEREG``, ``+CSQ``),
+the SIM7600 AT manual (``+CGPSINFO``) and the Quectel EC25 GNSS manual (``+QGPSLOC``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from .errors import ModemReplyError
+
+__all__ = [
+    "TWO_LINE_URCS",
+    "UERE_M",
+    "URC_PREFIXES",
+    "URC_WORDS",
+    "GnssFix",
+    "Registration",
+    "Signal",
+    "classify_line",
+    "command_shape",
+    "parse_cgpsinfo",
+    "parse_qgpsloc",
+    "redact",
+]
+
+#: Metres of position error per unit of HDOP (a typical user-equivalent range error for a
+#: consumer GNSS receiver). ``accuracy_m = HDOP × UERE_M`` when the modem gives nothing better.
+UERE_M = 5.0
+
+_FINAL_OK = "OK"
+_PROMPT = ">"
+# Final failure codes of V.250 that only end dial/answer commands; elsewhere they are URCs.
+_CALL_FINALS = frozenset({"NO CARRIER", "BUSY", "NO ANSWER", "NO DIALTONE"})
+_REG_FAMILY = frozenset({"+CREG", "+CGREG", "+CEREG", "+C5GREG"})
+#: URCs followed by one more line (the SMS text or PDU) that belongs to them (27.005 §3.4.1).
+TWO_LINE_URCS = frozenset({"+CMT", "+CDS", "+CBM"})
+_MAX_LINE = 4096  # bytes without a line end before the buffer is taken as one (garbage) line
+
+#: Whole-line URCs (SIM7600 and Quectel boot/power/call messages).
+URC_WORDS = frozenset({
+    "RING", "RDY", "SMS DONE", "PB DONE", "CALL READY", "SMS READY", "START",
+    "NORMAL POWER DOWN", "POWERED DOWN", "UNDER-VOLTAGE POWER DOWN", "UNDER-VOLTAGE WARNING",
+    "OVER-VOLTAGE POWER DOWN", "OVER-VOLTAGE WARNING", "NO CARRIER", "BUSY", "NO ANSWER",
+})
+#: Prefixes (before ``:``) of URCs. Some double as a command's answer (``+CREG``, ``+CPIN``,
+#: ``+CGPSINFO``…): such a line is solicited only while that very command is pending.
+URC_PREFIXES = frozenset({
+    "+CMTI", "+CMT", "+CDS", "+CDSI", "+CBM", "+CBMI", "+CREG", "+CGREG", "+CEREG", "+C5GREG",
+    "+CGEV", "+CPIN", "+CRING", "+CLIP", "+CCWA", "+CUSD", "+CTZV", "+CTZE", "+CIEV", "+CPSI",
+    "+CGPSINFO", "+CGNSSINFO", "+SIMCARD", "+QIND", "+QUSIM", "+QGPSURC", "+QIURC", "+PSUTTZ",
+    "*PSUTTZ", "^RSSI", "^MODE", "^BOOT", "^SYSSTART", "^SRVST", "DST",
+})
+
+_NAME_RE = re.compile(r"^AT([+^$*#%][A-Z0-9]+)", re.IGNORECASE)
+_SECRET_RE = re.compile(r"^(AT\+(?:CPIN2?|CPWD|CLCK)=).*$", re.IGNORECASE)
+_PIN_RE = re.compile(r"\d{4,8}")
+_TECH_PREFIX = {"CREG": "+CREG", "CGREG": "+CGREG", "CEREG": "+CEREG"}
+
+# 27.007 §7.2 <stat> → our state names (6/7/9/10 are the LTE "SMS only"/"CSFB" variants).
+_REG_STATES = {
+    0: "not_registered", 1: "home", 2: "searching", 3: "denied", 4: "unknown", 5: "roaming",
+    6: "home", 7: "roaming", 8: "emergency_only", 9: "home", 10: "roaming",
+}
+# Which unregistered state says most when no technology is registered.
+_UNREG_RANK = ("denied", "emergency_only", "searching", "not_registered", "unknown")
+
+
+def command_shape(cmd: str) -> tuple[str, str]:
+    """Split ``AT+CREG?`` into (``"+CREG"``, ``"read"``).
+
+    Kinds: ``"read"`` (``?``), ``"test"`` (``=?``), ``"set"`` (``=…``), ``"exec"`` (bare).
+    Basic commands (``ATE0``, ``ATI``, ``ATD…``) give their letter as the name.
+    """
+    m = _NAME_RE.match(cmd)
+    if m:
+        name = m.group(1).upper()
+        rest = cmd[m.end():]
+    else:
+        name = cmd[2:3].upper()
+        rest = cmd[3:]
+    if rest.startswith("=?"):
+        return name, "test"
+    if rest.startswith("?"):
+        return name, "read"
+    if rest.startswith("="):
+        return name, "set"
+    return name, "exec"
+
+
+def _prefix(line: str) -> str:
+    head, sep, _ = line.partition(":")
+    return head.strip().upper() if sep else ""
+
+
+def classify_line(line: str, pending: str | None) -> str:
+    """Say what one received line (echo already removed) is, given the pending command or None.
+
+    Returns ``"final"`` (ends the pending command), ``"info"`` (its information line), ``"urc"``
+    (unsolicited: to the URC handler) or ``"stray"`` (a result code with nothing pending, e.g.
+    the late ``OK`` of a command abandoned after shutdown; logged and dropped).
+
+    Rules: ``+CREG: 1`` (one field) is the URC form; ``+CREG: 0,1`` is the solicited answer to
+    ``AT+CREG?`` — the answer's second field is an unquoted ``<stat>`` while in the four/five
+    field URC form it is the quoted ``<lac>``. Any registration line with no read/test of the
+    same family pending is a URC.
+    """
+    upper = line.strip().upper()
+    is_result = (upper in ("OK", "ERROR") or upper.startswith("+CME ERROR:")
+                 or upper.startswith("+CMS ERROR:"))
+    if pending is None:
+        return "stray" if is_result else "urc"
+    name, kind = command_shape(pending)
+    if is_result:
+        return "final"
+    if upper in _CALL_FINALS:
+        return "final" if name in ("D", "A", "O", "H") else "urc"
+    prefix = _prefix(line)
+    if prefix and prefix == name:
+        if prefix in _REG_FAMILY:
+            if kind == "test":
+                return "info"
+            if kind == "read":
+                fields = line.partition(":")[2].split(",")
+                solicited = len(fields) >= 2 and fields[1].strip().isdigit()
+                return "info" if solicited else "urc"
+            return "urc"
+        if prefix in URC_PREFIXES and kind == "set":
+            return "urc"  # e.g. +CPIN: READY after AT+CPIN="…"
+        return "info"
+    if upper in URC_WORDS or (prefix and prefix in URC_PREFIXES):
+        return "urc"
+    return "info"
+
+
+def redact(cmd: str) -> str:
+    """A command as it may appear in logs and error messages: PINs/passwords replaced."""
+    return _SECRET_RE.sub(r"\1***", cmd)
+
+
+@dataclass(frozen=True)
+class Signal:
+    """Received signal from ``+CSQ``: ``rssi_dbm`` in dBm (−113…−51; None = 99, unknown) and
+    ``ber`` the 27.007 bit-error-rate class 0–7 (None = 99, unknown)."""
+
+    rssi_dbm: int | None
+    ber: int | None
+
+
+@dataclass(frozen=True)
+class Registration:
+    """Network registration: ``state`` one of ``home``, ``roaming``, ``searching``, ``denied``,
+    ``not_registered``, ``emergency_only``, ``unknown``; ``technology`` the query it came from
+    (``"CREG"`` circuit-switched, ``"CGREG"`` GPRS/UMTS, ``"CEREG"`` EPS/LTE); ``act`` the
+    27.007 access technology (7 = E-UTRAN) when the modem reported one."""
+
+    state: str
+    technology: str
+    act: int | None = None
+
+    @property
+    def registered(self) -> bool:
+        return self.state in ("home", "roaming")
+
+
+@dataclass(frozen=True)
+class GnssFix:
+    """A GNSS position: ``lat``/``lon`` in decimal degrees (WGS-84, south/west negative),
+    ``accuracy_m`` estimated horizontal error in metres (HDOP × :data:`UERE_M`; None when the
+    modem reports no HDOP, as SIM7600 ``+CGPSINFO`` does), ``fixed_at`` the fix time (UTC)."""
+
+    lat: float
+    lon: float
+    accuracy_m: float | None
+    fixed_at: datetime
+    altitude_m: float | None = None
+    hdop: float | None = None
+
+
+
+def _one(cmd: str, lines: list[str], prefix: str) -> str:
+    for line in lines:
+        if _prefix(line) == prefix:
+            return line
+    raise ModemReplyError(cmd, " | ".join(lines) or "(nothing)", f"no {prefix}: line")
+
+
+def _fields(cmd: str, line: str, minimum: int) -> list[str]:
+    fields = [f.strip() for f in line.partition(":")[2].split(",")]
+    if len(fields) < minimum:
+        raise ModemReplyError(cmd, line, f"expected at least {minimum} fields")
+    return fields
+
+
+def _utc(cmd: str, line: str, ddmmyy: str, hhmmss: str) -> datetime:
+    try:
+        if len(ddmmyy) != 6 or len(hhmmss.split(".")[0]) != 6:
+            raise ValueError
+        day, month, year = int(ddmmyy[0:2]), int(ddmmyy[2:4]), 2000 + int(ddmmyy[4:6])
+        seconds = float(hhmmss[4:])
+        whole = int(seconds)
+        return datetime(year, month, day, int(hhmmss[0:2]), int(hhmmss[2:4]), whole,
+                        int(round((seconds - whole) * 1e6)) % 1_000_000, tzinfo=timezone.utc)
+    except ValueError:
+        raise ModemReplyError(cmd, line, f"bad date/time {ddmmyy!r} {hhmmss!r}") from None
+
+
+def _dm_to_degrees(cmd: str, line: str, value: str, hemi: str, max_deg: int) -> float:
+    """NMEA ``ddmm.mmmm`` / ``dddmm.mmmm`` + N/S/E/W → signed decimal degrees."""
+    try:
+        v = float(value)
+    except ValueError:
+        raise ModemReplyError(cmd, line, f"bad coordinate {value!r}") from None
+    degrees = int(v // 100)
+    minutes = v - degrees * 100
+    if minutes >= 60 or degrees > max_deg or v < 0:
+        raise ModemReplyError(cmd, line, f"bad coordinate {value!r}")
+    signs = {"N": 1, "E": 1, "S": -1, "W": -1}
+    if hemi not in signs or (max_deg == 90) != (hemi in "NS"):
+        raise ModemReplyError(cmd, line, f"bad hemisphere {hemi!r}")
+    return signs[hemi] * (degrees + minutes / 60)
+
+
+def _opt_float(text: str) -> float | None:
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None
+
+
+def parse_cgpsinfo(cmd: str, line: str) -> GnssFix | None:
+    """SIM7600 ``+CGPSINFO: <lat>,<N/S>,<lon>,<E/W>,<ddmmyy>,<hhmmss.s>,<alt>,<speed>,<course>``;
+    all fields empty = no fix. Raises ModemReplyError."""
+    f = _fields(cmd, line, 6)
+    if not any(f):
+        return None
+    lat = _dm_to_degrees(cmd, line, f[0], f[1], 90)
+    lon = _dm_to_degrees(cmd, line, f[2], f[3], 180)
+    return GnssFix(lat=lat, lon=lon, accuracy_m=None, fixed_at=_utc(cmd, line, f[4], f[5]),
+                   altitude_m=_opt_float(f[6]) if len(f) > 6 else None)
+
+
+def parse_qgpsloc(cmd: str, line: str) -> GnssFix:
+    """Quectel ``+QGPSLOC: <hhmmss.sss>,<lat>,<lon>,<hdop>,<alt>,<fix>,<cog>,<spkm>,<spkn>,
+    <ddmmyy>,<nsat>`` (mode 2: signed decimal degrees). Raises ModemReplyError."""
+    f = _fields(cmd, line, 11)
+    try:
+        lat, lon, hdop = float(f[1]), float(f[2]), float(f[3])
+    except ValueError:
+        raise ModemReplyError(cmd, line, "latitude/longitude/HDOP not numbers") from None
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180 and hdop >= 0):
+        raise ModemReplyError(cmd, line, "coordinates or HDOP out of range")
+    return GnssFix(lat=lat, lon=lon, accuracy_m=round(hdop * UERE_M, 1),
+                   fixed_at=_utc(cmd, line, f[9], f[0]), altitude_m=_opt_float(f[4]), hdop=hdop)

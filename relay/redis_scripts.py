@@ -1,0 +1,285 @@
+"""The Lua scripts behind :class:`relay.store.Store` (key layout: see :mod:`relay.store`).
+
+Every script touches the keys of **one device** only (hash tag ``{<device>}``) or the one
+supervision index key, so each runs atomically on a single Redis or on Redis Cluster. Keys
+of a device's relay-raised events are built inside the scripts from the prefix passed in
+``ARGV`` (``lw:{<device>}:event:``): they hash to the same slot as the declared keys.
+
+Times are Unix seconds (relay clock, passed in ``ARGV``; relays need NTP, SPEC §7) and come
+back as strings with millisecond precision (Redis truncates Lua numbers to integers).
+
+Supervision state of a device lives in its ``sup`` hash:
+
+==================  ===========================================================================
+field               meaning
+==================  ===========================================================================
+``heard``           last time an alive or event arrived (relay clock)
+``on_shift``        ``1`` between ``shift_start`` and ``shift_end``
+``lost``            ``1`` while a ``lost_contact`` is raised; ``lost_event``, ``lost_at``
+``lost_idx``        ``1`` when the index holds a ``lost:<device>`` member (≤ the true deadline)
+``checkin_state``   ``armed`` / ``raised`` (relay raised) / ``device`` (device raised) / ``done``
+``checkin_due``     relay-side check-in deadline; ``checkin_event``, ``checkin_raised``
+``device_missed_ts``  device clock of the last device-side ``missed_checkin``
+``rseq``            counter of relay-raised event ids ``<device>:r<n>``
+``p_interval`` …    per-device policy overrides (``p_missed``, ``p_grace``, ``p_mode``)
+==================  ===========================================================================
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: Shared helpers, prepended to the device scripts.
+_LIB: Final = r"""
+local function fmt(t) return string.format('%.3f', t) end
+
+local function policy(sup, d_interval, d_missed, d_grace, d_mode)
+  local p = redis.call('HMGET', sup, 'p_interval', 'p_missed', 'p_grace', 'p_mode')
+  local interval = tonumber(p[1]) or tonumber(d_interval)
+  local missed = tonumber(p[2]) or tonumber(d_missed)
+  local grace = tonumber(p[3]) or tonumber(d_grace)
+  local mode = p[4] or d_mode
+  return interval * missed + grace, mode
+end
+
+local function supervising(sup, mode)
+  if mode == 'always' then return true end
+  if mode == 'on_shift' then return redis.call('HGET', sup, 'on_shift') == '1' end
+  return false
+end
+
+-- Create a relay-raised event (id <device>:r<n>) with the last known position, not yet
+-- queued for dispatch (outbox: the caller XADDs it, a sweep re-queues it if the caller died).
+local function raise(dev, prefix, sup, state, unq, kind, now, data, ttl)
+  local n = redis.call('HINCRBY', sup, 'rseq', 1)
+  local id = dev .. ':r' .. n
+  local pos = cjson.null
+  local st = redis.call('HMGET', state, 'lat', 'lon', 'accuracy_m', 'fixed_at', 'last_seen')
+  if st[1] and st[2] and st[1] ~= '' and st[2] ~= '' then
+    pos = {lat = tonumber(st[1]), lon = tonumber(st[2]), accuracy_m = tonumber(st[3]) or cjson.null,
+           fixed_at = tonumber(st[4]) or tonumber(st[5]) or now}
+  end
+  local json = cjson.encode({v = 1, type = 'event', device = dev, seq = n, kind = kind, ts = now,
+                             position = pos, data = data, origin = 'relay'})
+  local key = prefix .. id
+  redis.call('HSET', key, 'json', json, 'stored_at', fmt(now), 'arc', 'pending', 'queued', '0')
+  redis.call('EXPIRE', key, ttl)
+  redis.call('SADD', unq, id)
+  return {id, kind, json}
+end
+
+-- The device was heard: remember when, and restore a raised lost contact.
+local function heard(dev, prefix, sup, state, unq, now, ttl)
+  redis.call('HSET', sup, 'heard', fmt(now))
+  if redis.call('HGET', sup, 'lost') == '1' then
+    local lost_event = redis.call('HGET', sup, 'lost_event') or ''
+    local lost_at = tonumber(redis.call('HGET', sup, 'lost_at')) or now
+    redis.call('HSET', sup, 'lost', '0')
+    return raise(dev, prefix, sup, state, unq, 'contact_restore', now,
+                 {restores = lost_event, lost_for_s = tonumber(fmt(now - lost_at))}, ttl)
+  end
+  return nil
+end
+
+-- The lost-contact deadline to put in the index with a plain ZADD, or '' when the index
+-- already holds a member no later than the truth (or the device is not supervised).
+local function lost_index(sup, now, limit, mode, force)
+  if not supervising(sup, mode) or redis.call('HGET', sup, 'lost') == '1' then return '' end
+  if force or redis.call('HGET', sup, 'lost_idx') ~= '1' then
+    local h = tonumber(redis.call('HGET', sup, 'heard')) or now
+    return fmt(h + limit)
+  end
+  return ''
+end
+"""
+
+#: Store one device event (SPEC §3 pipeline): dedupe, record (not yet queued), state,
+#: supervision transitions. Returns ``{status, lost_due, checkin_due, [id, kind, json]…}``
+#: with status 0 duplicate (queued), 1 new, 2 duplicate not yet queued (queue it again),
+#: 3 new but suppressed (device ``missed_checkin`` for a check-in the relay already raised).
+STORE_EVENT: Final = _LIB + r"""
+-- KEYS: event hash, state hash, sup hash, unqueued set
+-- ARGV: json, now, event id, device, kind, event prefix, interval, missed, grace, mode,
+--       checkin grace, event ts (device clock), check-in duration, ttl, [position field, value …]
+local now, dev, kind, prefix, ttl = tonumber(ARGV[2]), ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[14])
+local limit, mode = policy(KEYS[3], ARGV[7], ARGV[8], ARGV[9], ARGV[10])
+local out = {}
+local r = heard(dev, prefix, KEYS[3], KEYS[2], KEYS[4], now, ttl)
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local status = 0
+  if redis.call('HGET', KEYS[1], 'queued') == '0' then status = 2 end
+  out = {status, lost_index(KEYS[3], now, limit, mode, false), ''}
+  if r then for _, v in ipairs(r) do table.insert(out, v) end end
+  return out
+end
+local status = 1
+redis.call('HSET', KEYS[1], 'json', ARGV[1], 'stored_at', fmt(now), 'arc', 'pending', 'queued', '0')
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('SADD', KEYS[4], ARGV[3])
+redis.call('HSET', KEYS[2], 'last_seen', fmt(now), 'last_event', ARGV[3])
+if #ARGV > 14 then  -- the event's position: the freshest known
+  local pos = {}
+  for i = 15, #ARGV do table.insert(pos, ARGV[i]) end
+  redis.call('HSET', KEYS[2], unpack(pos))
+end
+local force, checkin_due = false, ''
+if kind == 'shift_start' then
+  redis.call('HSET', KEYS[3], 'on_shift', '1')
+  force = true
+elseif kind == 'shift_end' then
+  redis.call('HSET', KEYS[3], 'on_shift', '0')
+elseif kind == 'checkin_start' then
+  local last_missed = tonumber(redis.call('HGET', KEYS[3], 'device_missed_ts'))
+  local ts = tonumber(ARGV[12])
+  -- A check-in the device already reported missed (its alarm overtook this event in the
+  -- device's queue) is not armed again: the ARC must not get a second 102.
+  if not (last_missed and last_missed >= ts) then
+    local due = now + tonumber(ARGV[13]) + tonumber(ARGV[11])
+    redis.call('HSET', KEYS[3], 'checkin_state', 'armed', 'checkin_event', ARGV[3], 'checkin_due', fmt(due))
+    checkin_due = fmt(due)
+  end
+elseif kind == 'checkin_done' then
+  redis.call('HSET', KEYS[3], 'checkin_state', 'done')
+elseif kind == 'missed_checkin' then
+  redis.call('HSET', KEYS[3], 'device_missed_ts', ARGV[12])
+  local cs = redis.call('HGET', KEYS[3], 'checkin_state')
+  if cs == 'raised' then
+    redis.call('HSET', KEYS[1], 'arc', 'suppressed', 'duplicate_of', redis.call('HGET', KEYS[3], 'checkin_raised') or '')
+    status = 3
+  elseif cs == 'armed' then
+    redis.call('HSET', KEYS[3], 'checkin_state', 'device')
+  end
+end
+out = {status, lost_index(KEYS[3], now, limit, mode, force), checkin_due}
+if r then for _, v in ipairs(r) do table.insert(out, v) end end
+return out
+"""
+
+#: Record an alive: state fields, heard, restore. Returns ``{lost_due, [id, kind, json]}``.
+UPDATE_ALIVE: Final = _LIB + r"""
+-- KEYS: state hash, sup hash, unqueued set
+-- ARGV: now, device, event prefix, interval, missed, grace, mode, ttl, field, value, …
+local now, dev, prefix, ttl = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[8])
+local fields = {}
+for i = 9, #ARGV do table.insert(fields, ARGV[i]) end
+if #fields > 0 then redis.call('HSET', KEYS[1], unpack(fields)) end
+local limit, mode = policy(KEYS[2], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
+local r = heard(dev, prefix, KEYS[2], KEYS[1], KEYS[3], now, ttl)
+local out = {lost_index(KEYS[2], now, limit, mode, false)}
+if r then for _, v in ipairs(r) do table.insert(out, v) end end
+return out
+"""
+
+#: One sweep of one index member of a device: ``what`` = ``lost`` / ``checkin`` / ``queue``.
+#: Raises what is due exactly once (the state decides, atomically), and every sweep also
+#: returns the device's events that were stored but not queued for ``requeue after``
+#: seconds (outbox: a relay died between storing and queueing). Returns
+#: ``{next_due or '' (drop the member), n raised (0/1), [id, kind, json]…}`` — events to
+#: put on the dispatch stream, the newly raised one first.
+SWEEP: Final = _LIB + r"""
+-- KEYS: state hash, sup hash, unqueued set
+-- ARGV: now, device, event prefix, interval, missed, grace, mode, ttl, what, requeue after
+local now, dev, prefix, ttl, what = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[8]), ARGV[9]
+local sup, state, unq = KEYS[2], KEYS[1], KEYS[3]
+local nxt, out = nil, {}
+if what == 'lost' then
+  local limit, mode = policy(sup, ARGV[4], ARGV[5], ARGV[6], ARGV[7])
+  local h = tonumber(redis.call('HGET', sup, 'heard'))
+  if not supervising(sup, mode) or redis.call('HGET', sup, 'lost') == '1' or not h then
+    redis.call('HSET', sup, 'lost_idx', '0')
+  elseif h + limit > now then
+    nxt = h + limit
+  else
+    local due = h + limit
+    redis.call('HSET', sup, 'lost', '1', 'lost_at', fmt(now), 'lost_idx', '0')
+    out = raise(dev, prefix, sup, state, unq, 'lost_contact', now,
+                {last_heard = h, deadline = due, limit_s = limit, late_s = tonumber(fmt(now - due))}, ttl)
+    redis.call('HSET', sup, 'lost_event', out[1])
+  end
+elseif what == 'checkin' then
+  if redis.call('HGET', sup, 'checkin_state') == 'armed' then
+    local due = tonumber(redis.call('HGET', sup, 'checkin_due')) or now
+    if due > now then
+      nxt = due
+    else
+      redis.call('HSET', sup, 'checkin_state', 'raised')
+      out = raise(dev, prefix, sup, state, unq, 'missed_checkin', now,
+                  {checkin = redis.call('HGET', sup, 'checkin_event') or '', deadline = due, late_s = tonumber(fmt(now - due))}, ttl)
+      redis.call('HSET', sup, 'checkin_raised', out[1])
+    end
+  end
+end
+local after, raised = tonumber(ARGV[10]), out[1]
+for _, id in ipairs(redis.call('SMEMBERS', unq)) do
+  local rec = redis.call('HMGET', prefix .. id, 'stored_at', 'json', 'queued')
+  if not rec[2] or rec[3] ~= '0' then
+    redis.call('SREM', unq, id)
+  elseif id ~= raised then
+    local at = (tonumber(rec[1]) or 0) + after
+    if at <= now then
+      table.insert(out, id); table.insert(out, cjson.decode(rec[2])['kind']); table.insert(out, rec[2])
+      at = now + after  -- look again later, in case this sweeper dies too
+    end
+    if not nxt or at < nxt then nxt = at end
+  end
+end
+if raised and (not nxt or now + after < nxt) then nxt = now + after end
+local res = {'', 0}
+if nxt then res[1] = fmt(nxt) end
+if raised then res[2] = 1 end
+for _, v in ipairs(out) do table.insert(res, v) end
+return res
+"""
+
+#: After the events are on the dispatch stream: mark them queued (outbox done).
+MARK_QUEUED: Final = r"""
+-- KEYS: unqueued set; ARGV: event prefix, id, id, …
+for i = 2, #ARGV do
+  redis.call('SREM', KEYS[1], ARGV[i])
+  if redis.call('EXISTS', ARGV[1] .. ARGV[i]) == 1 then
+    redis.call('HSET', ARGV[1] .. ARGV[i], 'queued', '1')
+  end
+end
+return #ARGV - 1
+"""
+
+#: Claim a due index member: its score must still be the one seen; it becomes the lease.
+CLAIM_MEMBER: Final = r"""
+-- KEYS: index zset; ARGV: member, seen score, lease score
+local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if s and tonumber(s) == tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+  return 1
+end
+return 0
+"""
+
+#: Settle a claimed member: if nobody touched it since the claim, set the next due (or drop
+#: it); if a writer did, only lower it (a writer's plain ZADD is newer truth).
+SETTLE_MEMBER: Final = r"""
+-- KEYS: index zset; ARGV: member, lease score, next due or ''
+local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if s and tonumber(s) == tonumber(ARGV[2]) then
+  if ARGV[3] == '' then redis.call('ZREM', KEYS[1], ARGV[1])
+  else redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1]) end
+elseif ARGV[3] ~= '' then
+  redis.call('ZADD', KEYS[1], 'LT', ARGV[3], ARGV[1])
+end
+return 1
+"""
+
+#: Dispatch lease on an event: one dispatcher at a time sends it to the ARC, whatever
+#: duplicate jobs exist. Returns ``missing`` / ``done`` (terminal ``arc`` state) / ``busy``
+#: (another owner's lease is still valid) / ``ok`` (leased or renewed for ``owner``).
+LEASE_EVENT: Final = r"""
+-- KEYS: event hash; ARGV: owner, now, lease seconds, terminal state, terminal state, …
+local arc = redis.call('HGET', KEYS[1], 'arc')
+if not arc then return 'missing' end
+for i = 4, #ARGV do if arc == ARGV[i] then return 'done' end end
+local o = redis.call('HGET', KEYS[1], 'lease_owner')
+local u = tonumber(redis.call('HGET', KEYS[1], 'lease_until'))
+local now = tonumber(ARGV[2])
+if o and o ~= ARGV[1] and u and u > now then return 'busy' end
+redis.call('HSET', KEYS[1], 'lease_owner', ARGV[1], 'lease_until', string.format('%.3f', now + tonumber(ARGV[3])))
+return 'ok'
+"""

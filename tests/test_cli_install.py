@@ -1,0 +1,124 @@
+"""The installer commands as a user meets them: ``--help`` with an example on every command,
+shell completion, ``lonewatch lab`` as a process, and the README's "Installing a device"
+walkthrough run word for word (``tests/walkthrough_install.sh``)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from relay.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+INSTALL_COMMANDS = ["pki", "pki init", "pki issue-server", "pki issue-client", "pki broker-config", "provision",
+                    "flash", "doctor", "test-alarm", "status", "lab", "completion"]
+
+
+def _all_commands(group: click.Group, prefix: str = "") -> list[str]:
+    out = []
+    for name, cmd in group.commands.items():
+        path = f"{prefix}{name}"
+        out.append(path)
+        if isinstance(cmd, click.Group):
+            out += _all_commands(cmd, path + " ")
+    return out
+
+
+@pytest.mark.parametrize("command", INSTALL_COMMANDS)
+def test_every_installer_command_has_help_with_an_example(command):
+    r = CliRunner().invoke(main, [*command.split(), "--help"])
+    assert r.exit_code == 0, r.output
+    assert "Example" in r.output and "lonewatch " in r.output.split("Example", 1)[1]
+
+
+def test_the_installer_commands_are_registered_on_the_main_group():
+    names = _all_commands(main)
+    assert set(INSTALL_COMMANDS) <= set(names)
+
+
+@pytest.mark.parametrize("shell,marker", [("bash", "complete -o nosort -F"), ("zsh", "#compdef lonewatch"),
+                                          ("fish", "complete --no-files --command lonewatch")])
+def test_completion_scripts(shell, marker):
+    r = CliRunner().invoke(main, ["completion", shell])
+    assert r.exit_code == 0 and marker in r.output and "_LONEWATCH_COMPLETE" in r.output
+
+
+def test_bash_completion_completes_subcommands():
+    env = {**os.environ, "_LONEWATCH_COMPLETE": "bash_complete", "COMP_WORDS": "lonewatch pro", "COMP_CWORD": "1"}
+    done = subprocess.run([str(BIN / "lonewatch")], env=env, capture_output=True, text=True, timeout=30)
+    assert "plain,provision" in done.stdout
+
+
+def test_completion_rejects_an_unknown_shell():
+    r = CliRunner().invoke(main, ["completion", "powershell"])
+    assert r.exit_code == 2
+
+
+@pytest.mark.integration
+def test_lab_runs_until_interrupted_and_refuses_a_second_instance(tmp_path):
+    proc = subprocess.Popen([str(BIN / "lonewatch"), "lab", "--dir", str(tmp_path / "lab")], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if line.startswith("  image") or not line:
+                break
+        assert any(ln.startswith("lab running") for ln in lines), "".join(lines)
+        second = subprocess.run([str(BIN / "lonewatch"), "lab", "--dir", str(tmp_path / "lab")], capture_output=True,
+                                text=True, timeout=60)
+        assert second.returncode == 1 and "already runs" in second.stderr
+        assert (tmp_path / "lab" / "broker" / "passwd").exists()
+        proc.send_signal(signal.SIGINT)
+        rest = proc.communicate(timeout=30)[0]
+        assert proc.returncode == 0 and "lab stopped" in rest
+        assert not (tmp_path / "lab" / "broker").exists() and (tmp_path / "lab" / "pki" / "ca.key").exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.integration
+def test_installing_a_device_walkthrough_works_as_written(tmp_path):
+    """The README walkthrough, run as a new user would: every command must succeed."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    done = subprocess.run(["bash", str(ROOT / "tests" / "walkthrough_install.sh")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=110)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    assert "provisioned lw-0042: new credentials" in out
+    assert "read back and verified" in out
+    assert "all checks passed" in out
+    assert re.search(r"ARC ACK from lab-arc\s+after \d+ ms", out)
+    assert re.search(r"^lw-0042\s+Anna Hansen\s+Vestergade 12\s+\d+ s ago", out, flags=re.M)
+    assert "lab stopped" in out
+
+
+def test_readme_walkthrough_matches_the_tested_script():
+    """If the README has the walkthrough, its commands are the ones the test runs."""
+    readme = ROOT / "README.md"
+    text = readme.read_text() if readme.exists() else ""
+    if "## Installing a device" not in text:
+        pytest.skip("README has no 'Installing a device' section yet")
+    section = text.split("## Installing a device", 1)[1].split("\n## ", 1)[0]
+    section = "\n".join(re.findall(r"```(?:sh|bash|console)?\n(.*?)```", section, flags=re.S))
+    script = (ROOT / "tests" / "walkthrough_install.sh").read_text()
+
+    def commands(src: str) -> list[str]:
+        joined = re.sub(r"\\\n\s*", " ", src)
+        return [" ".join(ln.split()) for ln in joined.splitlines() if ln.strip().startswith("lonewatch ")]
+
+    assert commands(section) and commands(section) == commands(script)
