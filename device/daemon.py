@@ -21,6 +21,7 @@ ones that must never stall are alive.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -29,7 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from protocol.errors import LonewatchError
+from protocol.errors import LonewatchError, ValidationError
 from protocol.messages import ALARM_KINDS, Ack, Alive, Event, Position, alarm_priority, encode
 
 from .battery import BatteryMonitor, BatterySource, open_battery
@@ -123,6 +124,7 @@ class DeviceDaemon:
             username=m.username or self.device_id,
             password=m.password,
             tls_ca=(m.ca_file if m.tls else None),
+            tls_cert=((m.cert_file, m.key_file) if m.tls and m.cert_file else None),
             keepalive_s=m.keepalive_s,
             on_ack=self._on_ack,
             on_connection=self._on_connection,
@@ -288,7 +290,15 @@ class DeviceDaemon:
                 device=self.device_id, seq=seq, kind=kind, ts=time.time(),
                 position=self.modem_state.position, data=data or {},
             )  # fmt: skip
-            payload = encode(event)
+            try:
+                payload = encode(event)
+            except ValidationError as exc:
+                if event.position is None or not exc.field.startswith("position"):
+                    raise
+                # A bad fix must never cost the alarm: send it without the position.
+                log.error("position %r unusable (%s); raising %s without it", event.position, exc, kind)
+                event = dataclasses.replace(event, position=None)
+                payload = encode(event)
             extra = state(event) if callable(state) else dict(state or {})
             if kind in ALARM_KINDS:
                 extra["open_alarm"] = event.id

@@ -37,6 +37,7 @@ class MqttLink:
         device_id: the device id (also its broker username by default).
         host, port, username, password: the broker and credentials (password never logged).
         tls_ca: CA file for TLS, ``""`` = system CAs, ``None`` = plain TCP (tests/demo only).
+        tls_cert: ``(cert_file, key_file)`` for client-certificate login, or None.
         keepalive_s: MQTT keepalive, seconds.
         on_ack: ``(Ack) -> None`` for every valid ack from the relay (paho's thread).
         on_connection: optional ``(connected: bool) -> None``.
@@ -51,6 +52,7 @@ class MqttLink:
         username: str,
         password: str,
         tls_ca: str | None,
+        tls_cert: tuple[str, str] | None = None,
         keepalive_s: int,
         on_ack: Callable[[Ack], None],
         on_connection: Callable[[bool], None] | None = None,
@@ -62,7 +64,8 @@ class MqttLink:
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=device_id, protocol=mqtt.MQTTv5)
         self.client.username_pw_set(username, password)
         if tls_ca is not None:
-            self.client.tls_set(ca_certs=tls_ca or None)
+            cert, key = tls_cert or (None, None)
+            self.client.tls_set(ca_certs=tls_ca or None, certfile=cert, keyfile=key)
         offline = encode(Status(device=device_id, state="offline", ts=time.time()))
         self.client.will_set(topic(device_id, "status"), offline, qos=1, retain=True)
         self.client.reconnect_delay_set(min_delay=1, max_delay=30)

@@ -163,8 +163,11 @@ def encode(message: Message) -> bytes:
     obj = {"v": WIRE_VERSION, **asdict(message)}
     if obj.get("origin") == "device":
         del obj["origin"]  # the default: not on the wire (cellular bytes, older relays)
-    raw = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
-    _from_obj(json.loads(raw))  # one validator for both directions
+    _from_obj(obj)  # one validator for both directions; names the bad field
+    try:
+        raw = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    except (TypeError, ValueError) as exc:
+        raise ValidationError("data", f"not encodable as JSON: {exc}") from None
     if len(raw) > MAX_PAYLOAD_BYTES:
         raise ValidationError("", f"message is {len(raw)} bytes, limit {MAX_PAYLOAD_BYTES}")
     return raw
@@ -187,6 +190,8 @@ def decode(payload: bytes | str) -> Message:
         raise ValidationError("", f"payload is not UTF-8 ({exc.reason} at byte {exc.start})") from None
     except json.JSONDecodeError as exc:
         raise ValidationError("", f"payload is not JSON: {exc.msg} at char {exc.pos}") from None
+    except RecursionError:
+        raise ValidationError("", "payload is nested too deeply") from None
     return _from_obj(obj)
 
 

@@ -95,6 +95,7 @@ def build_service(
         mqtt_host=m.host, mqtt_port=m.port, username=m.username, password=m.password,
         client_id=m.client_id, store=store, arc=arc, shared_group=m.shared_group,
         tls_ca=(m.ca_file if m.tls else None), keepalive_s=m.keepalive_s,
+        tls_cert=((m.cert_file, m.key_file) if m.tls and m.cert_file else None),
         partition=cfg.arc.partition, fmt=cfg.arc.format, dispatch_workers=cfg.relay.dispatch_workers,
         on_stored=on_stored, on_result=on_result, reclaim_idle_s=cfg.relay.reclaim_idle_s,
         session_expiry_s=m.session_expiry_s,

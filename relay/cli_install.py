@@ -228,7 +228,7 @@ def provision(device_id: str, worker: str, site: str, account: str | None, zone:
     path = relay_config or (RELAY_TOML if Path(RELAY_TOML).exists() else None)
     cfg = _load_relay(path) if path else None
     if cfg is None and not (no_register or redis_url):
-        _fail(f"no relay registry to register in: give --relay-config FILE or --redis-url URL (or --no-register)")
+        _fail("no relay registry to register in: give --relay-config FILE or --redis-url URL (or --no-register)")
     if cfg is None and not broker_host:
         _fail("give --broker-host (the name devices dial), or --relay-config to take the relay's")
     host = broker_host or (cfg.mqtt.host if cfg else "")

@@ -8,7 +8,6 @@ Durations are in seconds (``*_s``).
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -74,6 +73,9 @@ class RelayMqttConfig:
     password: str = field(default="", repr=False)
     tls: bool = True
     ca_file: str = ""
+    #: Client certificate login instead of a password: both or neither.
+    cert_file: str = ""
+    key_file: str = ""
     shared_group: str = "lonewatch-relay"
     keepalive_s: int = 30
     #: How long the broker keeps this relay's session (and the messages it queues for it)
@@ -295,12 +297,16 @@ def _build(source: ConfigSource) -> RelayConfig:
         password=t.string("password", ""),
         tls=t.boolean("tls", d.tls),
         ca_file=t.string("ca_file", d.ca_file),
+        cert_file=t.string("cert_file", ""),
+        key_file=t.string("key_file", ""),
         client_id=t.string("client_id", "", max_len=128) or f"lonewatch-relay-{relay.instance}",
         shared_group=t.string("shared_group", d.shared_group, pattern=r"[A-Za-z0-9_-]{1,64}",
                               describe="1-64 characters A-Z a-z 0-9 _ - (no / + #)"),
         keepalive_s=t.integer("keepalive_s", d.keepalive_s, min=5, max=600),
         session_expiry_s=t.integer("session_expiry_s", d.session_expiry_s, min=0, max=2**32 - 1),
     )
+    if bool(mqtt.cert_file) != bool(mqtt.key_file):
+        t.problem("key_file" if mqtt.cert_file else "cert_file", "cert_file and key_file go together (client certificate login)")
 
     t = root.table("redis")
     redis = RedisConfig(url=t.string("url", RedisConfig.url, secret=True,

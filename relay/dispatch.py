@@ -191,11 +191,15 @@ class Dispatcher:
             self.store.finish_job(job_id)
             return
         event, fields = rec
+
+        def finish() -> None:
+            self.store.leave_order(event.device, event_id)
+            self.store.finish_job(job_id)
         # Contacts first (idempotent: a job run twice opens the alarm once); a failure here
         # leaves the job pending (StoreError) or is logged, never keeps the alarm from the ARC.
         to_arc = self._escalate(event)
         if fields.get("arc") in ARC_TERMINAL:
-            self.store.finish_job(job_id)  # already done by an instance that died before XACK
+            finish()  # already done by an instance that died before XACK
             return
         entry = self.store.device(event.device)
         alarm = arc_alarm_of(event, entry, partition=self.partition, fmt=self.fmt) if entry and to_arc else None
@@ -203,10 +207,37 @@ class Dispatcher:
             self.store.mark_event(event_id, arc="not_sent" if alarm is None and to_arc else "no_arc")
             if alarm is not None:
                 self._notify(event, "no_arc")
-            self.store.finish_job(job_id)
+            finish()
             return
+        self._wait_turn(event)
         self._send_until_done(event, alarm)
-        self.store.finish_job(job_id)
+        now = self.store.event(event_id)
+        if self._stop.is_set() and now is not None and now[1].get("arc") not in ARC_TERMINAL:
+            return  # stopped while retrying: the job stays pending, its place in the order too
+        finish()
+
+    #: Longest wait for an older event of the same device before sending anyway, seconds:
+    #: order matters (alarm before cancel/restore), but never more than getting help.
+    ORDER_WAIT_S = 15.0
+
+    def _wait_turn(self, event: Event, wait_s: float | None = None) -> None:
+        """Wait until ``event`` is the oldest undispatched event of its device (another
+        dispatcher, maybe in another relay, is sending an older one), at most
+        :attr:`ORDER_WAIT_S`. An older entry whose event is already final or gone is
+        dropped from the order list."""
+        deadline = time.monotonic() + (self.ORDER_WAIT_S if wait_s is None else wait_s)
+        while not self._stop.is_set():
+            head = self.store.order_head(event.device)
+            if head is None or head == event.id:
+                return
+            rec = self.store.event(head)
+            if rec is None or rec[1].get("arc") in ARC_TERMINAL:
+                self.store.leave_order(event.device, head)
+                continue
+            if time.monotonic() > deadline:
+                log.warning("sending %s although older %s of the same device is not yet dispatched", event.id, head)
+                return
+            self._stop.wait(0.05)
 
     def _send_until_done(self, event: Event, alarm: ArcAlarm) -> None:
         wait, told_failed = self.retry_s, False
@@ -232,6 +263,7 @@ class Dispatcher:
                 if self._stop.wait(wait):
                     return  # job stays pending in Redis; another run picks it up
                 wait = min(wait * 2, 30.0)
+                self._wait_turn(event)  # when the ARC is back, older events of the device first
                 continue
             self.store.mark_event(
                 event.id, arc="acked", arc_receiver=result.receiver, arc_sequence=result.sequence,

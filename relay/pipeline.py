@@ -38,7 +38,8 @@ class Handled:
 
 
 class Pipeline:
-    """Handles one incoming MQTT message at a time; thread-safe if ``publish_ack`` is.
+    """Handles incoming MQTT messages (one, or a batch of alive messages); thread-safe if
+    ``publish_ack`` is.
 
     Args:
         store: the Redis state.
@@ -58,6 +59,56 @@ class Pipeline:
         self.on_stored = on_stored
         #: Counts per outcome and per dead-letter reason class (operability).
         self.counts: Counter[str] = Counter()
+        #: device id → (registry entry, expiry on the monotonic clock), for alive messages only.
+        self._known: dict[str, tuple[object, float]] = {}
+
+    #: How long an alive message may rely on a cached registry lookup, seconds. Events always
+    #: look the registry up afresh.
+    REGISTRY_CACHE_S = 5.0
+
+    def _registered(self, device_id: str) -> bool:
+        hit = self._known.get(device_id)
+        now = time.monotonic()
+        if hit is not None and hit[1] > now:
+            return True
+        if self.store.device(device_id) is None:
+            return False
+        if len(self._known) > 200_000:
+            self._known.clear()
+        self._known[device_id] = (True, now + self.REGISTRY_CACHE_S)
+        return True
+
+    def handle_alives(self, items: list[tuple[str, bytes]]) -> list[Handled]:
+        """Handle many messages from ``…/alive`` topics with one Redis round trip for the
+        valid ones (SPEC §6: ≥ 5 000 alive messages/s per relay). Bad ones are dead-lettered
+        one by one exactly as :meth:`handle` does. Returns one :class:`Handled` per item.
+
+        Raises:
+            relay.store.StoreError / StoreDataError: as :meth:`handle`; for a data error the
+                caller falls back to :meth:`handle` per message, so one bad message cannot
+                take the others with it.
+        """
+        results: list[Handled | None] = [None] * len(items)
+        good: list[Alive] = []
+        where: list[int] = []
+        for i, (topic_name, payload) in enumerate(items):
+            try:
+                msg = decode_for_topic(topic_name, payload)
+            except ValidationError as exc:
+                results[i] = self._dead_letter(topic_name, payload, f"invalid: {exc}")
+                continue
+            if not isinstance(msg, Alive):
+                results[i] = self.handle(topic_name, payload)
+            elif not self._registered(msg.device):
+                results[i] = self._dead_letter(topic_name, payload, f"unknown device {msg.device!r}: not in the registry")
+            else:
+                good.append(msg)
+                where.append(i)
+        self.store.update_alives(good)
+        for i in where:
+            results[i] = Handled("alive")
+        self.counts["alive"] += len(where)
+        return results  # type: ignore[return-value]
 
     def handle(self, topic: str, payload: bytes) -> Handled:
         """Run the pipeline for one message.

@@ -296,9 +296,6 @@ def _device_config(req: ProvisionRequest, existing: dict[str, Any] | None, mqtt:
     try:
         return DeviceConfig.from_dict(data, source=str(path))
     except ConfigError as exc:
-        if req.auth == "certificate" and "cert_file" in str(exc):
-            raise ProvisionError("this firmware's device.toml has no [mqtt] cert_file/key_file yet, so a device "
-                                 "cannot log in by certificate; use --auth password") from None
         raise ProvisionError(f"the device.toml would be invalid:\n{exc}") from None
 
 

@@ -43,6 +43,7 @@ class RelayService:
         store: Redis state. arc: ARC client or None (no ARC contract).
         shared_group: MQTT v5 shared-subscription group name.
         tls_ca: CA file for TLS, ``""`` for the system store, ``None`` for no TLS.
+        tls_cert: ``(cert_file, key_file)`` for client-certificate login, or None.
         partition, fmt, dispatch_workers: see :class:`relay.dispatch.Dispatcher`.
         on_stored, on_result: observation hooks for the demo and tests.
     """
@@ -59,6 +60,7 @@ class RelayService:
         arc: ArcClient | None,
         shared_group: str = "lonewatch-relay",
         tls_ca: str | None = None,
+        tls_cert: tuple[str, str] | None = None,
         keepalive_s: int = 30,
         partition: int = 1,
         fmt: str = "ADM-CID",
@@ -80,7 +82,8 @@ class RelayService:
         )
         self.client.username_pw_set(username, password)
         if tls_ca is not None:
-            self.client.tls_set(ca_certs=tls_ca or None)
+            cert, key = tls_cert or (None, None)
+            self.client.tls_set(ca_certs=tls_ca or None, certfile=cert, keyfile=key)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
@@ -151,33 +154,79 @@ class RelayService:
 
     # --- pipeline thread ----------------------------------------------------------------
 
+    #: Most alive messages handled in one Redis round trip.
+    ALIVE_BATCH = 256
+
     def _process(self) -> None:
+        pending = None
         while True:
-            item = self._inbox.get()
+            item = pending if pending is not None else self._inbox.get()
+            pending = None
             if item is None:
                 return
-            topic_name, payload, mid, qos = item
-            delay = 0.2
-            while not self._stop.is_set():
-                try:
-                    self.pipeline.handle(topic_name, payload)
-                except StoreError as exc:
-                    log.error("redis unavailable, message from %s kept unacked: %s", topic_name, exc)
-                    self._stop.wait(delay)
-                    delay = min(delay * 2, 5.0)
-                    continue
-                except Exception as exc:  # a bug must not stop the relay: dead-letter, go on
-                    log.exception("pipeline failed on a message from %s", topic_name)
+            if item[0].endswith("/alive"):
+                batch = [item]
+                while len(batch) < self.ALIVE_BATCH:
                     try:
-                        self.store.dead_letter(topic_name, payload, f"internal error in the relay pipeline: {exc}")
-                    except StoreError:
-                        self._stop.wait(delay)
-                        continue
-                    except Exception:
-                        log.exception("could not dead-letter the message from %s either", topic_name)
+                        nxt = self._inbox.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is None or not nxt[0].endswith("/alive"):
+                        pending = nxt  # handled next, in order
+                        break
+                    batch.append(nxt)
+                if len(batch) > 1 and self._process_alives(batch):
+                    continue
+                if len(batch) > 1:
+                    for one in batch:  # the batch hit a data error: one by one
+                        self._process_one(one)
+                    continue
+            self._process_one(item)
+
+    def _process_alives(self, batch: list[tuple[str, bytes, int, int]]) -> bool:
+        """Handle a batch of alive messages; True when done (acked), False when the caller
+        must handle them one by one (a data error in the batch)."""
+        delay = 0.2
+        while not self._stop.is_set():
+            try:
+                self.pipeline.handle_alives([(t, p) for t, p, _, _ in batch])
+            except StoreError as exc:
+                log.error("redis unavailable, %d alive messages kept unacked: %s", len(batch), exc)
+                self._stop.wait(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            except Exception:
+                log.warning("an alive batch failed; handling its %d messages one by one", len(batch), exc_info=True)
+                return False
+            for _, _, mid, qos in batch:
                 if qos > 0:
                     self.client.ack(mid, qos)
-                break
+            return True
+        return True  # stopping: unacked messages come again
+
+    def _process_one(self, item: tuple[str, bytes, int, int]) -> None:
+        topic_name, payload, mid, qos = item
+        delay = 0.2
+        while not self._stop.is_set():
+            try:
+                self.pipeline.handle(topic_name, payload)
+            except StoreError as exc:
+                log.error("redis unavailable, message from %s kept unacked: %s", topic_name, exc)
+                self._stop.wait(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            except Exception as exc:  # a bug must not stop the relay: dead-letter, go on
+                log.exception("pipeline failed on a message from %s", topic_name)
+                try:
+                    self.store.dead_letter(topic_name, payload, f"internal error in the relay pipeline: {exc}")
+                except StoreError:
+                    self._stop.wait(delay)
+                    continue
+                except Exception:
+                    log.exception("could not dead-letter the message from %s either", topic_name)
+            if qos > 0:
+                self.client.ack(mid, qos)
+            return
 
     def publish_ack(self, device_id: str, ack: Ack) -> None:
         """Send ``ack`` to ``lonewatch/<device_id>/ack`` with QoS 1 (paho queues it while

@@ -44,16 +44,20 @@ member to the next due. A restart or a second relay loses nothing: it is all in 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Final
 
 import redis
+import redis.cluster
 
 from protocol.errors import LonewatchError
 from protocol.messages import Alive, Event, Status, decode, encode
 
 from . import redis_scripts as lua
+
+log = logging.getLogger(__name__)
 
 PREFIX: Final = "lw:"
 EVENTS: Final = PREFIX + "events"
@@ -293,6 +297,7 @@ class Store:
         for eid, kind, js, dispatch in items:
             pipe.xadd(EVENTS, {"id": eid, "device": device, "kind": kind, "json": js}, maxlen=self.event_log_maxlen, approximate=True)
             if dispatch:
+                pipe.rpush(device_key(device, "order"), eid)  # per-device dispatch order
                 pipe.xadd(DISPATCH, {"id": eid})
         if index:
             pipe.zadd(INDEX, index)
@@ -302,6 +307,19 @@ class Store:
         if f"lost:{device}" in index:
             self._call(self.r.hset, device_key(device, "sup"), "lost_idx", "1")
 
+    # --- per-device dispatch order ------------------------------------------------------
+
+    def order_head(self, device_id: str) -> str | None:
+        """The oldest event of this device still waiting to be dispatched, or None.
+        ``lw:{<device>}:order`` is a list filled in storing order (SPEC §3: an ARC must see
+        an alarm before its cancel or restore)."""
+        head = self._call(self.r.lindex, device_key(device_id, "order"), 0)
+        return None if head is None else _s(head)
+
+    def leave_order(self, device_id: str, event_id: str) -> None:
+        """Remove a dispatched (or finally refused) event from its device's order list."""
+        self._call(self.r.lrem, device_key(device_id, "order"), 0, event_id)
+
     def _announce(self, raised: list[tuple[str, str, str]]) -> None:
         for _eid, _kind, js in raised:
             ev = decode(js)
@@ -309,9 +327,7 @@ class Store:
                 try:
                     hook(ev)
                 except Exception:  # an observer must not break storing
-                    import logging
-
-                    logging.getLogger(__name__).exception("raised hook failed")
+                    log.exception("raised hook failed")
 
     def event(self, event_id: str) -> tuple[Event, dict[str, str]] | None:
         """The stored event and its record fields (``stored_at``, ``arc`` …), or None."""
@@ -355,6 +371,36 @@ class Store:
     def update_alive(self, alive: Alive) -> None:
         """Record a device's alive message: last seen (relay clock), battery, signal, position;
         supervision: the device was heard (restores a raised lost contact)."""
+        self.update_alives([alive])
+
+    def update_alives(self, alives: list[Alive]) -> None:
+        """:meth:`update_alive` for many alive messages in one Redis round trip (one pipeline,
+        so with ``appendfsync always`` one fsync instead of one per message). The scripts run
+        in order; what a script raises (a restore) is queued afterwards as for one message.
+
+        Raises:
+            StoreError / StoreDataError: as every Store method; nothing is partially acked
+                by the caller (it acks the MQTT messages only after this returns).
+        """
+        if not alives:
+            return
+        if isinstance(self.r, redis.cluster.RedisCluster):
+            # redis-py refuses scripts in cluster pipelines: one call per message there.
+            results = [self._call(self._update_alive, keys=k, args=a) for k, a in map(self._alive_script_args, alives)]
+        else:
+            pipe = self.r.pipeline(transaction=False)
+            for alive in alives:
+                keys, args = self._alive_script_args(alive)
+                self._update_alive(keys=keys, args=args, client=pipe)
+            results = self._call(pipe.execute)
+        for alive, res in zip(alives, results):
+            lost_due, raised = _s(res[0]), self._triples(res[1:])
+            if raised or lost_due:
+                dev = alive.device
+                self._enqueue(dev, [(e, k, j, True) for e, k, j in raised], {f"lost:{dev}": float(lost_due)} if lost_due else {})
+                self._announce(raised)
+
+    def _alive_script_args(self, alive: Alive) -> tuple[list[str], list[Any]]:
         state: dict[str, Any] = {
             "last_seen": f"{time.time():.3f}",
             "battery_pct": "" if alive.battery_pct is None else alive.battery_pct,
@@ -369,11 +415,7 @@ class Store:
         now, dev = time.time(), alive.device
         flat = [x for kv in state.items() for x in kv]
         args = [f"{now:.3f}", dev, device_key(dev, "event:"), *self._policy_args(), EVENT_TTL_S, *flat]
-        res = self._call(self._update_alive, keys=[device_key(dev, "state"), device_key(dev, "sup"), device_key(dev, "unqueued")], args=args)
-        lost_due, raised = _s(res[0]), self._triples(res[1:])
-        if raised or lost_due:
-            self._enqueue(dev, [(e, k, j, True) for e, k, j in raised], {f"lost:{dev}": float(lost_due)} if lost_due else {})
-            self._announce(raised)
+        return [device_key(dev, "state"), device_key(dev, "sup"), device_key(dev, "unqueued")], args
 
     def update_status(self, status: Status) -> None:
         """Record the retained online/offline status (``offline`` alone is no alarm)."""

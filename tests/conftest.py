@@ -44,6 +44,16 @@ def redis_server() -> Iterator[RedisServer]:
         server.cleanup()
 
 
+@pytest.fixture(scope="module")
+def redis_module() -> Iterator[RedisServer]:
+    """One Redis for a whole test module (tests flush it themselves)."""
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
 @pytest.fixture
 def wait_until() -> Callable[..., bool]:
     """``wait_until(predicate, timeout_s=10)``: poll until true; returns the final value.

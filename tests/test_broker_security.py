@@ -324,3 +324,16 @@ def test_relay_dead_letters_a_payload_whose_device_differs_from_its_topic(tls_br
         assert b.messages == []
     finally:
         service.stop()
+
+
+def test_device_link_logs_in_with_its_client_certificate(cert_broker, ca, wait_until):
+    # The device's own MQTT link (not a probe) with [mqtt] cert_file/key_file from device.toml.
+    from device.link import MqttLink
+
+    link = MqttLink(A, host="localhost", port=cert_broker.port, username=A, password="", tls_ca=str(ca["ca"]),
+                    tls_cert=(str(ca["a_cert"]), str(ca["a_key"])), keepalive_s=30, on_ack=lambda ack: None)  # fmt: skip
+    link.start()
+    try:
+        assert wait_until(link.connected.is_set, 10)
+    finally:
+        link.stop()

@@ -24,15 +24,6 @@ from relay.store import Store
 EXAMPLE = str(CONF_DIR / "registry.example.toml")
 
 
-@pytest.fixture(scope="module")
-def redis_module() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    try:
-        yield server
-    finally:
-        server.cleanup()
-
-
 @pytest.fixture
 def url(redis_module: RedisServer) -> str:
     Store.from_url(redis_module.url).r.flushall()

@@ -193,7 +193,7 @@ def test_device_defaults(tmp_path):
     assert cfg.device.state_dir == "/var/lib/lonewatch" and cfg.device.silent is True
     assert cfg.mqtt.host == "localhost" and cfg.mqtt.port == 8883 and cfg.mqtt.tls is True
     assert cfg.mqtt.username == "lw-0001"  # defaults to the device id
-    assert cfg.mqtt.password == "" and cfg.mqtt.keepalive_s == 30
+    assert cfg.mqtt.password == "" and cfg.mqtt.keepalive_s == 90
     t = cfg.timing
     assert (t.hold_s, t.alive_interval_s, t.resend_after_s, t.sms_fallback_after_s) == (
         2.0, 60, 10.0, 20.0)
@@ -667,7 +667,7 @@ def test_relay_operations_defaults():
     assert (s.mode, s.alive_interval_s, s.missed_alives, s.grace_s) == ("on_shift", 60.0, 3, 5.0)  # SPEC §3: 60 × 3 + 5
     assert (s.checkin_grace_s, s.sweep_interval_s, s.requeue_after_s) == (5.0, 0.5, 5.0)
     assert cfg.metrics.listen == "" and cfg.relay.reclaim_idle_s == 30.0 and cfg.relay.log_format == "text"
-    assert (cfg.arc.link_test, cfg.arc.account) == ("off", "0000")
+    assert (cfg.arc.link_test, cfg.arc.account, cfg.redis.cluster) == ("off", "0000", False)
     assert cfg.mqtt.session_expiry_s == 7 * 24 * 3600
 
 
@@ -696,3 +696,22 @@ def test_bad_relay_operations_line(tmp_path, lineno, replacement, key, message):
 def test_link_test_needs_a_receiver(tmp_path):
     path = write(tmp_path, '[arc]\nlink_test = "relay"\n', "relay.toml")
     assert errors_of(load_relay_config, path) == [f'{path}:2: arc.link_test: "relay" needs at least one [[arc.receivers]]']
+
+
+@pytest.mark.parametrize("section", ["device", "relay"])
+def test_client_certificate_needs_both_files(tmp_path, section):
+    base = '[device]\nid = "lw-0001"\n' if section == "device" else ""
+    path = tmp_path / f"{section}.toml"
+    path.write_text(base + '[mqtt]\ncert_file = "/etc/lonewatch/client.crt"\n')
+    loader = load_device_config if section == "device" else load_relay_config
+    with pytest.raises(ConfigError) as err:
+        loader(path)
+    assert "mqtt.key_file: cert_file and key_file go together" in str(err.value)
+
+
+def test_device_client_certificate_round_trips(tmp_path):
+    cfg = DeviceConfig.from_dict({"device": {"id": "lw-0001"}, "mqtt": {"cert_file": "/c.crt", "key_file": "/c.key"}})
+    path = tmp_path / "device.toml"
+    write_device_config(cfg, path)
+    again = load_device_config(path)
+    assert (again.mqtt.cert_file, again.mqtt.key_file) == ("/c.crt", "/c.key")

@@ -348,3 +348,15 @@ def test_watchdog_pings_only_while_healthy(dev: Dev) -> None:
         stop.set()
         th.join(10)
     assert sent[-1] == "STOPPING=1"
+
+
+def test_an_unusable_position_never_costs_the_alarm(dev: Dev) -> None:
+    # A garbled fix (infinite accuracy) must not make the alarm unencodable (issue 6 finding).
+    from protocol.messages import Position
+
+    daemon = dev.start()
+    daemon.modem_state.position = Position(55.1, 12.1, float("inf"), 1_796_000_000.0)
+    dev.hold(1.1)
+    alarm = dev.steps.wait("queued", kind="silent_panic")
+    sent = dev.payload(alarm["id"])
+    assert sent.kind == "silent_panic" and sent.position is None

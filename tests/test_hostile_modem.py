@@ -114,11 +114,7 @@ def test_qgpsloc_parser_gives_a_sendable_fix_or_a_reply_error(line: str) -> None
     _fix_is_sendable(fix)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "device/modem/replies.py: non-finite numbers in GNSS replies escape as ValueError/OverflowError "
-    "(+CGPSINFO nan/inf coordinates or seconds '9.9e999') or become an infinite accuracy (+QGPSLOC "
-    "HDOP inf), which then makes every alarm carrying that position fail to encode — the alarm "
-    "is not raised (issue 6 report)"))
+# Regression: these escaped as ValueError/OverflowError or an infinite accuracy (issue 6).
 @pytest.mark.parametrize(("parser", "line"), [
     (parse_cgpsinfo, "+CGPSINFO: nan,N,01234.5,E,301126,120000.0,,,"),
     (parse_cgpsinfo, "+CGPSINFO: inf,N,01234.5,E,301126,120000.0,,,"),

@@ -63,7 +63,7 @@ def test_device_unit_has_what_the_issue_asks():
     assert u["WorkingDirectory"] == ["/var/lib/lonewatch"] and "/var/lib/lonewatch" in u["ReadWritePaths"]
     assert u["User"] == ["lonewatch"] and {"gpio", "dialout"} <= set(u["SupplementaryGroups"][0].split())
     assert u["NoNewPrivileges"] == ["yes"] and u["ProtectSystem"] == ["strict"]
-    assert u["ExecStart"][0].endswith("lonewatch device run -c /etc/lonewatch/device.toml")
+    assert u["ExecStart"][0].endswith("python -m device -c /etc/lonewatch/device.toml")  # no click needed
 
 
 def test_relay_unit_is_hardened_the_same_way():

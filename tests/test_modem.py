@@ -619,3 +619,11 @@ def test_sms_prompt_timeout_cancels_text_entry(modem: Modem, sim: ModemSimulator
     assert modem.command("AT+CREG?") == ["+CREG: 0,1"]
     assert sim.sent_sms == []
     assert ("host", "<ESC>") in sim.transcript
+
+
+def test_auto_flavour_from_the_model_name_alone() -> None:
+    # ATI refused; AT+CGMM answers only "EC25" (no maker name): still a Quectel.
+    with ModemSimulator("quectel") as sim:
+        sim.error_next("ATI", "ERROR")
+        with Modem(sim.port, flavour="auto", default_timeout_s=2.0) as modem:
+            assert modem.flavour == "quectel"

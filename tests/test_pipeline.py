@@ -130,3 +130,19 @@ def test_redis_refusing_data_is_not_mistaken_for_redis_down() -> None:
     s = Store(Refusing())
     with pytest.raises(StoreDataError):
         s.update_status(Status("lw-0001", "online", 1.0))
+
+
+def test_alive_batch_stores_the_good_and_dead_letters_the_bad(pipeline: Pipeline, store: Store) -> None:
+    good = [Alive("lw-0001", float(i), 50 + i, -80, "home", None, float(i), "0.1.0", 0) for i in range(3)]
+    items = [
+        ("lonewatch/lw-0001/alive", encode(good[0])),
+        ("lonewatch/lw-0001/alive", b"{broken"),
+        ("lonewatch/lw-0002/alive", encode(Alive("lw-0002", 1.0, 1, -90, "home", None, 1.0, "0.1.0", 0))),
+        ("lonewatch/lw-0001/alive", encode(good[1])),
+        ("lonewatch/lw-0001/alive", encode(good[2])),
+    ]
+    outcomes = [h.outcome for h in pipeline.handle_alives(items)]
+    assert outcomes == ["alive", "dead_letter", "dead_letter", "alive", "alive"]
+    assert store.state("lw-0001")["battery_pct"] == "52"  # the last one, in order
+    reasons = [d["reason"] for d in store.dead_letters()]
+    assert reasons[0].startswith("invalid: payload is not JSON") and "unknown device 'lw-0002'" in reasons[1]

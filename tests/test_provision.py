@@ -207,14 +207,7 @@ def test_provision_says_so_when_redis_is_down(broker, tmp_path):
 
 def test_certificate_mode_issues_a_client_certificate(broker, tmp_path, ca_dir):
     req = _request(broker, tmp_path, auth="certificate", pki_dir=ca_dir)
-    try:
-        provision(req)
-    except ProvisionError as exc:
-        # Until the device firmware reads [mqtt] cert_file/key_file, provision must say so
-        # and write nothing rather than a device.toml the device cannot use.
-        assert "cert_file" in str(exc)
-        assert not (tmp_path / "lw-0042" / "client.key").exists()
-        return
+    provision(req)  # the firmware reads [mqtt] cert_file/key_file
     out = tmp_path / "lw-0042"
     assert pki.cert_info(out / "client.crt").subject_cn == "lw-0042"
     assert stat.S_IMODE(os.stat(out / "client.key").st_mode) == 0o600

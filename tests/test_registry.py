@@ -4,7 +4,6 @@ registry in a real Redis (merge, replace, concurrent-safe change, pipeline entri
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -167,15 +166,6 @@ def test_phone_numbers_and_contact_merging() -> None:
 
 
 # ----------------------------------------------------------------------------- Redis
-
-
-@pytest.fixture(scope="module")
-def redis_module() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    try:
-        yield server
-    finally:
-        server.cleanup()
 
 
 @pytest.fixture

@@ -151,12 +151,9 @@ def one_node_cluster():
 
 
 def test_the_key_layout_runs_on_redis_cluster(one_node_cluster: int) -> None:
-    from redis.cluster import RedisCluster
-
-    client = RedisCluster(host="127.0.0.1", port=one_node_cluster)
     with pytest.raises(redis.ResponseError, match="same slot"):  # the rule this test relies on
         redis.Redis(port=one_node_cluster).eval("return 1", 2, "lw:{a}:x", "lw:{b}:x")
-    store = Store(client)
+    store = Store.from_url(f"redis://127.0.0.1:{one_node_cluster}/0", cluster=True)  # [redis] cluster = true
     store.supervision = SupervisionPolicy(alive_interval_s=1, missed_alives=1, grace_s=0, requeue_after_s=1)
     store.register(DeviceEntry(DEV, "1234AB", 17, "Anna", "Site"))
     store.ensure_group()
@@ -177,7 +174,9 @@ def test_the_key_layout_runs_on_redis_cluster(one_node_cluster: int) -> None:
         store.mark_event(event_id, arc="acked")
         store.finish_job(job_id)
         kinds.append(store.event(event_id)[0].kind)
-    assert kinds == ["shift_start", "checkin_start", "lost_contact", "missed_checkin", "contact_restore"]
+    # the two alarms were raised in parallel: either order
+    assert kinds[:2] == ["shift_start", "checkin_start"] and kinds[-1] == "contact_restore"
+    assert sorted(kinds[2:4]) == ["lost_contact", "missed_checkin"]
     store.dead_letter("lonewatch/x/event", b"junk", "invalid: test")
     assert store.dispatch_backlog()["pending"] == 0
     assert store.reclaim_jobs("c2", 0) == []

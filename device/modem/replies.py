@@ -7,6 +7,7 @@ the SIM7600 AT manual (``+CGPSINFO``) and the Quectel EC25 GNSS manual (``+QGPSL
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -196,25 +197,35 @@ def _fields(cmd: str, line: str, minimum: int) -> list[str]:
     return fields
 
 
+def _finite(cmd: str, line: str, text: str, what: str) -> float:
+    """``float(text)`` that refuses ``nan``, ``inf`` and overflowing exponents: a modem reply
+    carrying them is garbled, never a position (an infinite accuracy would make the alarm
+    carrying it unencodable)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ModemReplyError(cmd, line, f"{what} {text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ModemReplyError(cmd, line, f"{what} {text!r} is not a finite number")
+    return value
+
+
 def _utc(cmd: str, line: str, ddmmyy: str, hhmmss: str) -> datetime:
     try:
         if len(ddmmyy) != 6 or len(hhmmss.split(".")[0]) != 6:
             raise ValueError
         day, month, year = int(ddmmyy[0:2]), int(ddmmyy[2:4]), 2000 + int(ddmmyy[4:6])
-        seconds = float(hhmmss[4:])
+        seconds = _finite(cmd, line, hhmmss[4:], "seconds")
         whole = int(seconds)
         return datetime(year, month, day, int(hhmmss[0:2]), int(hhmmss[2:4]), whole,
                         int(round((seconds - whole) * 1e6)) % 1_000_000, tzinfo=timezone.utc)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise ModemReplyError(cmd, line, f"bad date/time {ddmmyy!r} {hhmmss!r}") from None
 
 
 def _dm_to_degrees(cmd: str, line: str, value: str, hemi: str, max_deg: int) -> float:
     """NMEA ``ddmm.mmmm`` / ``dddmm.mmmm`` + N/S/E/W → signed decimal degrees."""
-    try:
-        v = float(value)
-    except ValueError:
-        raise ModemReplyError(cmd, line, f"bad coordinate {value!r}") from None
+    v = _finite(cmd, line, value, "coordinate")
     degrees = int(v // 100)
     minutes = v - degrees * 100
     if minutes >= 60 or degrees > max_deg or v < 0:
@@ -226,10 +237,12 @@ def _dm_to_degrees(cmd: str, line: str, value: str, hemi: str, max_deg: int) -> 
 
 
 def _opt_float(text: str) -> float | None:
+    """An optional number (altitude …): None when empty, unparsable or not finite."""
     try:
-        return float(text) if text else None
+        value = float(text) if text else None
     except ValueError:
         return None
+    return value if value is not None and math.isfinite(value) else None
 
 
 def parse_cgpsinfo(cmd: str, line: str) -> GnssFix | None:
@@ -248,10 +261,8 @@ def parse_qgpsloc(cmd: str, line: str) -> GnssFix:
     """Quectel ``+QGPSLOC: <hhmmss.sss>,<lat>,<lon>,<hdop>,<alt>,<fix>,<cog>,<spkm>,<spkn>,
     <ddmmyy>,<nsat>`` (mode 2: signed decimal degrees). Raises ModemReplyError."""
     f = _fields(cmd, line, 11)
-    try:
-        lat, lon, hdop = float(f[1]), float(f[2]), float(f[3])
-    except ValueError:
-        raise ModemReplyError(cmd, line, "latitude/longitude/HDOP not numbers") from None
+    lat, lon = _finite(cmd, line, f[1], "latitude"), _finite(cmd, line, f[2], "longitude")
+    hdop = _finite(cmd, line, f[3], "HDOP")
     if not (-90 <= lat <= 90 and -180 <= lon <= 180 and hdop >= 0):
         raise ModemReplyError(cmd, line, "coordinates or HDOP out of range")
     return GnssFix(lat=lat, lon=lon, accuracy_m=round(hdop * UERE_M, 1),

@@ -10,7 +10,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   apt-get install -y --no-install-recommends python3-venv python3-lgpio || true
   python3 -m venv --system-site-packages "$VENV"
 fi
-# click: the `lonewatch` command itself (device run, doctor, test-alarm).
+# click: the `lonewatch` installer commands (doctor, test-alarm, device shift); the daemon itself runs as `python -m device`.
 if ls /var/cache/lonewatch/*.whl >/dev/null 2>&1; then
   "$VENV/bin/pip" install --no-index --find-links /var/cache/lonewatch "lonewatch[device]" click
 elif [ -n "$VERSION" ]; then

@@ -1,0 +1,80 @@
+"""Per-device dispatch order (SPEC §3): an ARC sees an alarm before its cancel or restore,
+even when several dispatch workers run and the first attempt of the alarm fails."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from protocol.messages import Event
+from protocol.sia import decode_frame, wrap_frame
+from relay.arc import ArcClient, ArcReceiver
+from relay.dispatch import Dispatcher
+from relay.store import DeviceEntry, Store
+
+pytestmark = pytest.mark.integration
+
+
+class FlakyArc:
+    """A SIA DC-09 receiver that drops the connection of the first frame it gets (no reply),
+    then ACKs everything; records (code, qualifier) in arrival order of the ACKed frames."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.accepted: list[tuple[str, int]] = []
+        self.dropped = 0
+        self._lock = threading.Lock()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _one(self, conn: socket.socket) -> None:
+        with conn:
+            data = b""
+            while not data.endswith(b"\r"):
+                chunk = conn.recv(1024)
+                if not chunk:
+                    return
+                data += chunk
+            frame = decode_frame(data)
+            with self._lock:
+                if self.dropped == 0:
+                    self.dropped += 1
+                    return  # first frame: connection closed, no reply
+                cid = frame.contact_id()
+                self.accepted.append((f"{cid.code:03d}", cid.qualifier))
+            ack = f'"ACK"{frame.sequence:04d}R{frame.receiver or "1"}L{frame.line}#{frame.account}[]'
+            conn.sendall(wrap_frame(ack))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_restore_never_overtakes_its_alarm(redis_server, wait_until) -> None:
+    store = Store.from_url(redis_server.url)
+    store.register(DeviceEntry("lw-0001", "1234AB", 17, "Anna", "Site"))
+    arc = FlakyArc()
+    client = ArcClient([ArcReceiver("flaky", "127.0.0.1", arc.port, timeout_s=1.0)], store, attempts_per_receiver=3, backoff_s=0.4)
+    dispatcher = Dispatcher(store, client, lambda dev, ack: None, name="t", workers=4)
+    now = time.time()
+    for seq, kind in ((1, "low_battery"), (2, "battery_restore")):
+        assert store.store_event(Event("lw-0001", seq, kind, now, data={"battery_pct": 9 if seq == 1 else 60}))
+    dispatcher.start()
+    try:
+        assert wait_until(lambda: len(arc.accepted) == 2, 20), arc.accepted
+    finally:
+        dispatcher.stop()
+        arc.close()
+    assert arc.dropped == 1
+    assert arc.accepted == [("302", 1), ("302", 3)]  # alarm first, then its restore
+    assert store.order_head("lw-0001") is None  # nothing left waiting
