@@ -91,7 +91,12 @@ for _command in INSTALL_COMMANDS:
 
 @main.group()
 def relay() -> None:
-    """Run and inspect the relay service."""
+    """Run and inspect the relay service.
+
+    \b
+    Example:
+      lonewatch relay run -c /etc/lonewatch/relay.toml
+    """
 
 
 @relay.command("run")
@@ -114,7 +119,12 @@ def relay_run(path: str) -> None:
 
 @main.group()
 def device() -> None:
-    """Run the device daemon (on the Pi)."""
+    """Run the device daemon (on the Pi) and talk to it.
+
+    \b
+    Example:
+      lonewatch device shift start     # tell the running daemon the shift began
+    """
 
 
 @device.command("run")
@@ -143,6 +153,7 @@ __import__("device.cli").cli.register(device)  # lonewatch device shift|checkin|
 @click.argument("path", type=click.Path(dir_okay=False))
 def check_config(kind: str, path: str) -> None:
     """Validate a config file and print every problem as file:line (exit 2 if any).
+    Warnings (valid, but probably not what you want) go to stderr and do not fail.
 
     \b
     Example:
@@ -154,8 +165,25 @@ def check_config(kind: str, path: str) -> None:
         from .config import load_relay_config as loader  # type: ignore[assignment]
     else:
         from .registry import load_registry_toml as loader  # type: ignore[assignment]
-    _load(loader, path)
+    cfg = _load(loader, path)
+    for warning in config_warnings(kind, cfg, path):
+        click.echo(f"{path}: warning: {warning}", err=True)
     click.echo(f"{path}: ok")
+
+
+def config_warnings(kind: str, cfg, path: str) -> list[str]:
+    """What a valid config may still get wrong for a lone worker: no SMS fallback (SPEC §2:
+    an alarm without the relay's ack goes by SMS), or secrets readable by other users."""
+    import os
+    import stat
+
+    out: list[str] = []
+    if kind == "device" and not cfg.sms.recipients:
+        out.append("no [sms] fallback numbers: an alarm the relay does not confirm is NOT sent by SMS")
+    secrets = {"device": lambda c: c.mqtt.password or c.modem.sim_pin, "relay": lambda c: c.mqtt.password}.get(kind)
+    if secrets is not None and secrets(cfg) and stat.S_IMODE(os.stat(path).st_mode) & 0o077:
+        out.append(f"holds secrets but is readable by others (mode {stat.S_IMODE(os.stat(path).st_mode):o}); chmod 600 it")
+    return out
 
 
 def _load(loader, path: str):

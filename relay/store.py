@@ -293,7 +293,12 @@ class Store:
         members written with a plain ZADD (a writer's new truth, visible to sweepers)."""
         if not items and not index:
             return
-        pipe = self.r.pipeline(transaction=False)
+        # One MULTI/EXEC on a single Redis: log entry, dispatch job and the "queued" mark
+        # land together, so a Redis crash in between cannot make a resend log the event twice.
+        # Redis Cluster refuses cross-slot transactions: there the mark is a second step (a
+        # crash between the two may log an event twice; the dispatch lease still sends it once).
+        cluster = isinstance(self.r, redis.cluster.RedisCluster)
+        pipe = self.r.pipeline(transaction=not cluster)
         for eid, kind, js, dispatch in items:
             pipe.xadd(EVENTS, {"id": eid, "device": device, "kind": kind, "json": js}, maxlen=self.event_log_maxlen, approximate=True)
             if dispatch:
@@ -301,9 +306,12 @@ class Store:
                 pipe.xadd(DISPATCH, {"id": eid})
         if index:
             pipe.zadd(INDEX, index)
+        mark = {"keys": [device_key(device, "unqueued")], "args": [device_key(device, "event:"), *(i[0] for i in items)]}
+        if items and not cluster:
+            self._mark_queued(**mark, client=pipe)
         self._call(pipe.execute)
-        if items:
-            self._call(self._mark_queued, keys=[device_key(device, "unqueued")], args=[device_key(device, "event:"), *(i[0] for i in items)])
+        if items and cluster:
+            self._call(self._mark_queued, **mark)
         if f"lost:{device}" in index:
             self._call(self.r.hset, device_key(device, "sup"), "lost_idx", "1")
 

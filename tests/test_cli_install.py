@@ -122,3 +122,17 @@ def test_readme_walkthrough_matches_the_tested_script():
         return [" ".join(ln.split()) for ln in joined.splitlines() if ln.strip().startswith("lonewatch ")]
 
     assert commands(section) and commands(section) == commands(script)
+
+
+def test_check_config_warns_about_no_sms_fallback_and_readable_secrets(tmp_path):
+    cfg = tmp_path / "device.toml"
+    cfg.write_text('[device]\nid = "lw-0001"\n[mqtt]\npassword = "s3cret-pw"\n')
+    os.chmod(cfg, 0o644)
+    r = CliRunner().invoke(main, ["check-config", "device", str(cfg)])
+    assert r.exit_code == 0, r.output
+    assert "no [sms] fallback numbers" in r.output and "readable by others (mode 644)" in r.output
+    assert "s3cret-pw" not in r.output
+    cfg.write_text('[device]\nid = "lw-0001"\n[mqtt]\npassword = "s3cret-pw"\n[sms]\nfallback_numbers = ["+4520110001"]\n')
+    os.chmod(cfg, 0o600)
+    r = CliRunner().invoke(main, ["check-config", "device", str(cfg)])
+    assert r.exit_code == 0 and "warning" not in r.output

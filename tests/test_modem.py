@@ -627,3 +627,33 @@ def test_auto_flavour_from_the_model_name_alone() -> None:
         sim.error_next("ATI", "ERROR")
         with Modem(sim.port, flavour="auto", default_timeout_s=2.0) as modem:
             assert modem.flavour == "quectel"
+
+
+@pytest.mark.parametrize(
+    ("text", "charset", "messages"),
+    [
+        ("Alarm: Anna Hansen, Vestergade 12", "IRA", 1),
+        ("Alarm: Søren Ærø, kælderen", "UCS2", 1),  # æøå sent as UCS2 in text mode
+        ("Alarm: Zażółć gęślą jaźń " * 4, "UCS2", 2),  # > 70 units: two separate messages
+        ("طلب مساعدة من العامل", "UCS2", 1),  # Arabic arrives intact
+    ],
+)
+def test_text_mode_sms_arrives_intact(text: str, charset: str, messages: int) -> None:
+    with ModemSimulator("sim7600") as sim, Modem(sim.port, flavour="sim7600", default_timeout_s=2.0) as modem:
+        refs = modem.send_sms_text("+4520110001", text, timeout_s=5.0)
+        assert len(refs) == messages
+        assert "".join(t for _, t in sim.sent_sms) == text
+        assert {n for n, _ in sim.sent_sms} == {"+4520110001"}
+        assert ("host", f'AT+CSCS="{charset}"') in sim.transcript
+        assert ("host", "AT+CMGF=1") in sim.transcript
+
+
+def test_text_mode_sms_error_is_typed_and_the_modem_goes_on() -> None:
+    with ModemSimulator("sim7600") as sim, Modem(sim.port, flavour="sim7600", default_timeout_s=2.0) as modem:
+        sim.submit_error_next("+CMS ERROR: 331")
+        with pytest.raises(CmsError) as err:
+            modem.send_sms_text("+4520110001", "Alarm", timeout_s=5.0)
+        assert err.value.code == 331
+        assert modem.send_sms_text("+4520110001", "Alarm", timeout_s=5.0)  # next one goes
+        with pytest.raises(sms.SmsError):
+            modem.send_sms_text("not a number", "Alarm")

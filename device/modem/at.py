@@ -639,6 +639,60 @@ class Modem:
         pdus = sms.encode_submit(number, text, reference=self.next_sms_reference())
         return [self.send_pdu(pdu, timeout_s) for pdu in pdus]
 
+    def send_sms_text(self, number: str, text: str, timeout_s: float | None = None) -> list[int]:
+        """Send ``text`` to ``number`` in **text mode** (27.005 §3.5.1, ``AT+CMGF=1``), for
+        modems or gateways where PDU mode is unavailable. ASCII goes with character set
+        ``IRA`` (DCS 0); anything else — Danish æøå included, to avoid the modem's own GSM
+        mapping — as ``UCS2`` hex (``AT+CSCS="UCS2"``, ``AT+CSMP=17,167,0,8``; the number is
+        UCS2 hex too). Text mode cannot carry a concatenation header, so a long text goes as
+        separate messages of at most 160 (IRA) / 70 (UCS2) characters; prefer
+        :meth:`send_sms` (PDU mode) where it works. Returns one message reference per message.
+
+        Raises:
+            sms.SmsError: bad number / empty text (nothing sent).
+            CmsError, ModemTimeout (text entry cancelled with ESC), ModemGone, ModemReplyError.
+        """
+        if not text:
+            raise sms.SmsError("empty SMS text")
+        if not re.fullmatch(r"\+?[0-9]{3,20}", number):
+            raise sms.SmsError(f"not a phone number: {number!r}")
+        ira = all(32 <= ord(ch) < 127 or ch in "\r\n" for ch in text)
+        limit = 160 if ira else 70
+        chunks, cur, units = [], "", 0
+        for ch in text:
+            cost = 1 if ira else len(ch.encode("utf-16-be")) // 2
+            if units + cost > limit:
+                chunks.append(cur)
+                cur, units = "", 0
+            cur, units = cur + ch, units + cost
+        chunks.append(cur)
+
+        def hex16(s: str) -> str:
+            return s.encode("utf-16-be").hex().upper()
+
+        timeout = self.sms_timeout_s if timeout_s is None else timeout_s
+        refs: list[int] = []
+        with self._cmd_lock:
+            self.command("AT+CMGF=1")
+            self._sms_pdu_mode = False
+            self.command('AT+CSCS="IRA"' if ira else 'AT+CSCS="UCS2"')
+            self.command("AT+CSMP=17,167,0,0" if ira else "AT+CSMP=17,167,0,8")
+            cmd = f'AT+CMGS="{number if ira else hex16(number)}"'
+            for chunk in chunks:
+                body = chunk if ira else hex16(chunk)
+                try:
+                    self._transact(cmd, timeout, expect_prompt=True)
+                except ModemTimeout:
+                    self._cancel_text_entry()
+                    raise
+                lines = self._transact(cmd, timeout, payload=body.encode() + b"\x1a", echo=frozenset({body}))
+                line = _one(cmd, lines, "+CMGS")
+                try:
+                    refs.append(int(_fields(cmd, line, 1)[0]))
+                except ValueError:
+                    raise ModemReplyError(cmd, line, "message reference is not a number") from None
+        return refs
+
     def next_sms_reference(self) -> int:
         """A fresh 8-bit concatenation reference (TS 23.040 §9.2.3.24.1) for a new message."""
         self._sms_reference = (self._sms_reference + 1) % 256

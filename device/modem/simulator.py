@@ -87,6 +87,7 @@ class ModemSimulator:
         self._pin_tries = 3
         self.verbose_errors = verbose_errors
         self._echo = True
+        self._cscs = "IRA"  # AT+CSCS: the character set of text-mode SMS
         self._cmee = 0
         self._csq = 20
         self._ber = 99
@@ -510,7 +511,12 @@ class ModemSimulator:
             if self._submit_errors:
                 return [self._submit_errors.pop(0)]
         if mode == "text":
-            number, text = arg, body
+            number, text = arg.strip('"'), body
+            if self._cscs == "UCS2":  # 27.005 text mode with UCS2: both as UTF-16BE hex
+                try:
+                    number, text = (bytes.fromhex(x).decode("utf-16-be") for x in (number, text))
+                except ValueError:
+                    return ["+CMS ERROR: 304"]
         else:
             body = body.strip()
             try:
@@ -607,6 +613,9 @@ class ModemSimulator:
                 self._cmgf = int(up[-1])
                 return [], "OK", []
             if up.startswith("AT+CSCS="):
+                self._cscs = up[8:].strip('"')
+                return [], "OK", []
+            if up.startswith("AT+CSMP="):
                 return [], "OK", []
             if up.startswith(("AT+CNMI=", "AT+CMGR=", "AT+CMGL=", "AT+CMGD=")):
                 return self._read_sms(up)
