@@ -2,7 +2,7 @@
 ``bench/results.json``.
 
 ``python -m bench --only latency,throughput`` runs a subset; ``--quick`` fewer repetitions
-(for a smoke run, not for figures). Whole default run: about 5 minutes on a 2-core machine.
+(for a smoke run, not for figures). Whole default run: about 9 minutes on a 2-core machine (lostcontact ≈ 2.5, smsfallback ≈ 1.3).
 """
 
 from __future__ import annotations
@@ -20,31 +20,25 @@ from pathlib import Path
 from .stats import Figure
 
 RESULTS = Path(__file__).with_name("results.json")
-NOT_YET = {
-    "lost-contact lag, 100 000 supervised devices": (
-        "deadline + ≤ 2 s",
-        "not measured: relay/supervision.py (issue 4a) landed during this work; the harness for 100 000 "
-        "devices (register, one alive each, read lw:events stored_at − deadline or the relay's "
-        "lonewatch_supervision_lag_seconds histogram) is not written yet"),
-    "press → ARC via SMS fallback": (
-        "",
-        "not measured: device/fallback.py (issue 3) landed during this work; harness not written yet "
-        "(device subprocess with no broker, modem simulator delaying +CMGS, press → +CMGS OK)"),
-}
+#: Figures of issue 6 not measured yet: name → (goal, why).
+NOT_YET: dict[str, tuple[str, str]] = {}
 
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    ap.add_argument("--only", default="latency,throughput,device", help="comma-separated: latency, throughput, device")
+    ap.add_argument("--only", default="latency,throughput,device,lostcontact,smsfallback",
+                    help="comma-separated: latency, throughput, device, lostcontact, smsfallback")
     ap.add_argument("--quick", action="store_true", help="fewer repetitions (smoke run)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    from . import b_device, b_latency, b_throughput
+    from . import b_device, b_latency, b_lostcontact, b_smsfallback, b_throughput
 
     plan = {
         "latency": lambda: b_latency.run(runs=1 if args.quick else 3, n_alarms=50 if args.quick else 200),
         "throughput": lambda: b_throughput.run(runs=1 if args.quick else 3, per_relay=5000 if args.quick else 15000),
         "device": lambda: b_device.run(window_s=15 if args.quick else 62),
+        "lostcontact": lambda: b_lostcontact.run(devices=20_000 if args.quick else 100_000, window_s=20 if args.quick else 60),
+        "smsfallback": lambda: b_smsfallback.run(reps=2 if args.quick else 3),
     }
     figures: list[Figure] = []
     started = time.monotonic()
