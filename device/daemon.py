@@ -476,7 +476,9 @@ class DeviceDaemon:
         resend = self.cfg.timing.resend_after_s
         while not self._stop.is_set():
             self._beat("sender")
-            self._wake.wait(0.5)
+            # Woken at once by a new event or a (re)connect; the timeout only paces resends.
+            # Idle wake-ups cost CPU and SD-card reads on a Pi Zero (SPEC §6: ≤ 1 % idle CPU).
+            self._wake.wait(2.0)
             self._wake.clear()
             if not self.link.connected.is_set():
                 continue
@@ -547,7 +549,7 @@ class DeviceDaemon:
             except Exception:
                 log.exception("housekeeping failed; retrying")
                 self._stop.wait(1.0)
-            self._stop.wait(0.2)
+            self._stop.wait(1.0)
 
     def _schedule_tick(self) -> None:
         local = datetime.now(timezone.utc).astimezone(self.tz) if self.tz else datetime.now()

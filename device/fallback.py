@@ -119,7 +119,7 @@ class SmsFallback:
             except Exception:  # noqa: BLE001 - the loop must survive anything
                 log.exception("SMS fallback check failed; retrying")
                 stop.wait(1.0)
-            self._wake.wait(0.5)
+            self._wake.wait(1.0)  # woken at once for a new alarm; 1 s pacing of the timer
             self._wake.clear()
 
     def tick(self, now: float | None = None) -> None:
