@@ -69,3 +69,16 @@ def delivery_problems(r: redis.Redis, arc: ArcRecorder, alarms: Iterable[tuple[s
     if extra:
         problems.append(f"ARC: {len(extra)} message(s) no alarm accounts for (a second copy under a new sequence?): {extra[:5]}")
     return problems
+
+
+def wait_for(pred, timeout_s: float, interval_s: float = 0.05) -> bool:
+    """Poll ``pred()`` until true or ``timeout_s`` seconds passed; returns its last value.
+    For waiting on asynchronous outcomes in the fault tests, never for timing asserts."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(interval_s)
+    return bool(pred())

@@ -16,20 +16,11 @@ import pytest
 
 from bench.procs import DeviceSpec
 from bench.system import System
-from bench.verify import delivery_problems
+from bench.verify import delivery_problems, wait_for
 
 pytestmark = pytest.mark.integration
 
 DEV = DeviceSpec("lw-dev-0001", "D3F", 11)
-
-
-def _wait(pred, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return bool(pred())
 
 
 def test_power_cut_after_the_queue_write_before_any_publish_loses_nothing() -> None:
@@ -47,7 +38,7 @@ def test_power_cut_after_the_queue_write_before_any_publish_loses_nothing() -> N
         assert s.r.xlen("lw:events") == 0
         link.stop()
         dev2 = s.device(DEV)  # same state directory, straight to the broker
-        assert _wait(lambda: s.all_acked([eid]), 30), s.logs()
+        assert wait_for(lambda: s.all_acked([eid]), 30), s.logs()
         assert delivery_problems(s.r, s.arc, [(eid, "panic")]) == []
         assert dev2.wait_step("ack_received", 10, id=eid) is not None
 
@@ -63,7 +54,7 @@ def test_power_cut_right_after_the_queue_write_with_the_link_up_loses_and_repeat
         dev2 = s.device(DEV)
         second = dev2.alarm("panic")
         ids = first + [second]
-        assert _wait(lambda: s.all_acked(ids), 30), s.logs()
+        assert wait_for(lambda: s.all_acked(ids), 30), s.logs()
         assert delivery_problems(s.r, s.arc, [(i, "panic") for i in ids]) == []
 
 
@@ -78,10 +69,10 @@ def test_network_partition_without_fin_then_heal_delivers_every_alarm_once() -> 
         dev = s.device(DEV, port=link.port, keepalive_s=5)
         link.partition()
         ids = [dev.alarm("panic") for _ in range(3)]
-        assert _wait(lambda: s.store_state(DEV.id).get("status") == "offline", 15), s.logs()
+        assert wait_for(lambda: s.store_state(DEV.id).get("status") == "offline", 15), s.logs()
         assert not any(s.arc_state(i) for i in ids)  # nothing got through the partition
         link.heal()
-        assert _wait(lambda: s.all_acked(ids), 45), s.logs()
+        assert wait_for(lambda: s.all_acked(ids), 45), s.logs()
         assert delivery_problems(s.r, s.arc, [(i, "panic") for i in ids]) == []
 
 
@@ -94,7 +85,7 @@ def test_device_clock_five_minutes_off_the_arc_still_accepts(offset_s: float) ->
         assert s.arc is not None
         dev = s.device(DEV, clock_offset_s=offset_s)
         ids = [dev.alarm("panic") for _ in range(2)]
-        assert _wait(lambda: s.all_acked(ids), 30), s.logs()
+        assert wait_for(lambda: s.all_acked(ids), 30), s.logs()
         assert delivery_problems(s.r, s.arc, [(i, "panic") for i in ids]) == []
         assert s.arc.counts["error_timestamp"] == 0
         stored = s.stored_event(ids[0])
@@ -109,9 +100,9 @@ def test_relay_clock_five_minutes_fast_takes_the_nak_path_and_delivers_once() ->
         assert s.arc is not None
         dev = s.device(DEV)
         first = dev.alarm("panic")
-        assert _wait(lambda: s.all_acked([first]), 30), s.logs()
+        assert wait_for(lambda: s.all_acked([first]), 30), s.logs()
         assert s.arc.counts["error_timestamp"] == 1
         later = [dev.alarm("panic") for _ in range(2)]
-        assert _wait(lambda: s.all_acked(later), 30), s.logs()
+        assert wait_for(lambda: s.all_acked(later), 30), s.logs()
         assert s.arc.counts["error_timestamp"] == 1
         assert delivery_problems(s.r, s.arc, [(i, "panic") for i in [first, *later]]) == []

@@ -13,26 +13,16 @@ it has been idle ``reclaim_idle_s`` (30 s, relay/dispatch.py), so these tests wa
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
 from bench.procs import DeviceSpec
 from bench.system import System
-from bench.verify import delivery_problems
+from bench.verify import delivery_problems, wait_for
 
 pytestmark = pytest.mark.integration
 
 DEV = DeviceSpec("lw-kill-0001", "4B1D", 7)
-
-
-def _wait(pred, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return bool(pred())
 
 
 def test_relay_killed_while_a_burst_is_stored_and_dispatched_loses_and_repeats_nothing() -> None:
@@ -46,13 +36,13 @@ def test_relay_killed_while_a_burst_is_stored_and_dispatched_loses_and_repeats_n
         s.arc.stop()
         relay = s.relays[0]
         ids = [dev.alarm("panic") for _ in range(30)]
-        assert _wait(lambda: s.r.xlen("lw:events") >= 10, 20), s.logs()
+        assert wait_for(lambda: s.r.xlen("lw:events") >= 10, 20), s.logs()
         relay.kill()
         stored_before_restart = s.r.xlen("lw:events")
         relay.start()
         assert relay.wait_connected(20), relay.log_text()
         s.arc.start()
-        assert _wait(lambda: s.all_acked(ids), 75), s.logs()
+        assert wait_for(lambda: s.all_acked(ids), 75), s.logs()
         assert delivery_problems(s.r, s.arc, [(i, "panic") for i in ids]) == []
         assert 10 <= stored_before_restart  # the kill really came mid-burst …
         assert dev.wait_step("ack_received", 10, id=ids[-1]) is not None  # … and the device got its acks
@@ -82,5 +72,5 @@ def test_relay_killed_the_moment_the_arc_acks_does_not_show_the_alarm_twice_at_t
         assert s.arc.wait_distinct(1, 5)  # the ARC got the alarm before the relay died
         relay.start()
         assert relay.wait_connected(20), relay.log_text()
-        assert _wait(lambda: s.all_acked(ids), 75), s.logs()
+        assert wait_for(lambda: s.all_acked(ids), 75), s.logs()
         assert delivery_problems(s.r, s.arc, [(i, "panic") for i in ids]) == []

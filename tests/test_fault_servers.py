@@ -15,20 +15,11 @@ import pytest
 
 from bench.procs import DeviceSpec
 from bench.system import System
-from bench.verify import delivery_problems
+from bench.verify import delivery_problems, wait_for
 
 pytestmark = pytest.mark.integration
 
 DEV = DeviceSpec("lw-srv-0001", "5E1", 3)
-
-
-def _wait(pred, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return bool(pred())
 
 
 @pytest.mark.parametrize("how", ["restart", "kill -9"])
@@ -43,16 +34,16 @@ def test_broker_restart_with_alarms_queued_for_the_offline_relay(how: str) -> No
         relay = s.relays[0]
         relay.stop()
         ids = [dev.alarm("panic") for _ in range(8)]
-        assert _wait(lambda: all(dev.wait_step("published", 0, id=i) for i in ids), 10), dev.log_text()
+        assert wait_for(lambda: all(dev.wait_step("published", 0, id=i) for i in ids), 10), dev.log_text()
         time.sleep(0.3)
         s.mq.stop(kill=(how == "kill -9"))
         s.mq.start()
         relay.start()
         assert relay.wait_connected(20), relay.log_text()
-        assert _wait(lambda: s.all_acked(ids), 40), s.logs()
+        assert wait_for(lambda: s.all_acked(ids), 40), s.logs()
         assert delivery_problems(s.r, s.arc, [(i, "panic") for i in ids]) == []
         # The device's own session came back too: it got the acks and emptied its queue.
-        assert _wait(lambda: all(dev.wait_step("ack_received", 0, id=i) for i in ids), 20), dev.log_text()
+        assert wait_for(lambda: all(dev.wait_step("ack_received", 0, id=i) for i in ids), 20), dev.log_text()
 
 
 def test_redis_killed_and_restarted_during_a_burst_loses_and_repeats_nothing() -> None:
@@ -63,11 +54,11 @@ def test_redis_killed_and_restarted_during_a_burst_loses_and_repeats_nothing() -
         assert s.arc is not None
         dev = s.device(DEV)
         ids = [dev.alarm("panic") for _ in range(30)]
-        assert _wait(lambda: s.r.xlen("lw:events") >= 5, 20), s.logs()
+        assert wait_for(lambda: s.r.xlen("lw:events") >= 5, 20), s.logs()
         s.redis_server.stop(kill=True)
         time.sleep(1.0)
         s.redis_server.start()
-        assert _wait(lambda: _safe(lambda: s.all_acked(ids)), 75), s.logs()
+        assert wait_for(lambda: _safe(lambda: s.all_acked(ids)), 75), s.logs()
         assert delivery_problems(s.r, s.arc, [(i, "panic") for i in ids]) == []
 
 
@@ -93,6 +84,6 @@ def test_arc_down_then_back_every_alarm_arrives_once_and_the_device_hears_both()
         time.sleep(8.0)
         assert s.arc.frames == []
         s.arc.start()
-        assert _wait(lambda: s.all_acked(ids), 45), s.logs()
+        assert wait_for(lambda: s.all_acked(ids), 45), s.logs()
         assert delivery_problems(s.r, s.arc, [(i, "panic") for i in ids]) == []
-        assert _wait(lambda: all(dev.wait_step("ack_arc", 0, id=i) for i in ids), 10), dev.log_text()
+        assert wait_for(lambda: all(dev.wait_step("ack_arc", 0, id=i) for i in ids), 10), dev.log_text()
