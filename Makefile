@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+# The suite mostly waits (servers, real finger timings): more workers than cores pays off.
+TEST_WORKERS ?= 6
 
 .PHONY: setup servers demo test bench clean
 
@@ -38,7 +40,8 @@ demo: setup
 	$(BIN)/lonewatch demo
 
 test: setup
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS)
 
 bench: setup
 	$(BIN)/python -m bench

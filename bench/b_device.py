@@ -5,7 +5,7 @@ Workload: 3 device daemons as subprocesses (:mod:`bench.device_proc`: gpiozero M
 pins, the AT driver on a pty to a modem simulator living in this process with a GNSS fix),
 default timings (alive every 60 s, MQTT keepalive 30 s), idle for a 62 s window, connected
 over **TLS** (the production broker config ``mosquitto-tls.conf``, a CA from
-:mod:`relay.pki`) through counting proxies (:class:`bench.netproxy.TcpProxy` with
+:mod:`installer.pki`) through counting proxies (:class:`bench.netproxy.TcpProxy` with
 :class:`TlsMeter`). A 4th daemon on a plain-MQTT broker with an :class:`MqttMeter` gives the
 per-packet sizes. Memory: ``VmRSS`` from ``/proc/<pid>/status`` sampled every second;
 CPU: ``utime + stime`` from ``/proc/<pid>/stat`` over the window after start-up.
@@ -19,8 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from device.modem.simulator import ModemSimulator
-from relay.localstack import BrokerTls, Mosquitto
+from modem.simulator import ModemSimulator
+from labstack.servers import BrokerTls, Mosquitto
 
 from .netproxy import MqttMeter, TcpProxy, TlsMeter
 from .procs import DeviceProc, device_config
@@ -56,7 +56,7 @@ def _per_day(alive_bytes: float, ping_bytes: float, connect_bytes: float, alive_
 
 
 def run(window_s: float = WINDOW_S) -> list[Figure]:
-    from relay.pki import init_ca, issue_server
+    from installer.pki import init_ca, issue_server
 
     with tempfile.TemporaryDirectory(prefix="lonewatch-bench-dev-") as tmp:
         work = Path(tmp)

@@ -1,6 +1,6 @@
 """Alarm recognised → ARC ACK latency (SPEC §6: p99 ≤ 200 ms).
 
-Workload: the whole local installation of ``lonewatch demo`` (:class:`relay.demo.stack.DemoStack`:
+Workload: the whole local installation of ``lonewatch demo`` (:class:`labstack.demo.stack.DemoStack`:
 real Mosquitto, Redis with fsync-always AOF, the relay, the device daemon on MockFactory pins
 with the modem simulator, pysiaalarm as the ARC), loopback. Each alarm is raised with
 ``DeviceDaemon.raise_event("panic")`` — the call the button's 2 s hold makes once recognised —
@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 from relay.arc import ArcResult
-from relay.demo.stack import DemoStack
-from relay.timeline import Timeline
+from labstack.demo.stack import DemoStack
+from labstack.timeline import Timeline
 
 from .stats import Figure, Spread, percentile
 

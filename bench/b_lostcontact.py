@@ -1,7 +1,7 @@
 """Lost-contact precision for 100 000 supervised devices (SPEC §6: raised within deadline
 + ≤ 2 s).
 
-Workload: a real Redis (:class:`relay.localstack.RedisServer`, project ``conf/redis.conf``:
+Workload: a real Redis (:class:`labstack.servers.RedisServer`, project ``conf/redis.conf``:
 AOF, ``appendfsync always``); ``devices`` devices registered with :meth:`Store.register_many`;
 relay-wide policy ``mode = "always"`` (no shift events needed), ``alive_interval_s`` 10,
 ``missed_alives`` 1, ``grace_s`` 5 → a deadline 15 s after each device's last alive. A feeder
@@ -76,7 +76,7 @@ def _feed(url: str, n: int, window_s: float, t0: float) -> None:
 
 
 def run(devices: int = DEVICES, window_s: float = WINDOW_S, timeout_s: float = 100.0) -> list[Figure]:
-    from relay.localstack import RedisServer
+    from labstack.servers import RedisServer
     from relay.store import DeviceEntry, Store
     from relay.supervision import Supervisor
 

@@ -19,8 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from device.modem.simulator import ModemSimulator
-from relay.localstack import free_port
+from modem.simulator import ModemSimulator
+from labstack.servers import free_port
 
 from .procs import DeviceProc, device_config
 from .stats import Figure, Spread

@@ -21,7 +21,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from relay.localstack import Mosquitto, RedisServer, free_port
+from labstack.servers import Mosquitto, RedisServer, free_port
 
 from .procs import ROOT, DeviceSpec, RelayProc, _env, registry_toml, relay_toml, write_private
 from .stats import Figure, Spread

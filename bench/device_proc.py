@@ -58,7 +58,7 @@ def main(argv: list[str]) -> int:
         cfg = DeviceConfig.from_dict(json.load(fh))
     modem = None
     if args.modem:
-        from device.modem.at import Modem
+        from modem.at import Modem
 
         modem = Modem(args.modem, flavour=cfg.modem.flavour)
     factory = MockFactory()

@@ -25,7 +25,7 @@ def main(argv: list[str]) -> None:
     if argv[:1] == ["--clock-offset"]:
         offset, argv = float(argv[1]), argv[2:]
     skew_clock(offset)
-    from relay.cli import main as cli
+    from cli.main import main as cli
 
     cli(args=argv, prog_name="lonewatch")
 

@@ -41,7 +41,7 @@ class DeviceSpec:
 
 
 def registry_toml(devices: list[DeviceSpec]) -> str:
-    """The registry file (:mod:`relay.registry_file`) for ``devices``."""
+    """The registry file (:mod:`relay.registry` format) for ``devices``."""
     parts = []
     for d in devices:
         parts.append(f'[[devices]]\nid = "{d.id}"\naccount = "{d.account}"\nzone = {d.zone}\n'

@@ -1,6 +1,6 @@
 """A whole local installation made of real processes, for fault injection and benchmarks.
 
-Throwaway Mosquitto and Redis (the project's config files, :mod:`relay.localstack`), a
+Throwaway Mosquitto and Redis (the project's config files, :mod:`labstack.servers`), a
 pysiaalarm ARC (:class:`bench.arcrecorder.ArcRecorder`), one or more relays as
 ``lonewatch relay run`` subprocesses, and device daemons as subprocesses — each optionally
 behind a :class:`bench.netproxy.TcpProxy` so the network between it and the broker can fail.
@@ -17,7 +17,7 @@ from typing import Any
 
 import redis
 
-from relay.localstack import Mosquitto, RedisServer, free_port
+from labstack.servers import Mosquitto, RedisServer, free_port
 from relay.store import Store
 
 from .arcrecorder import ArcRecorder

@@ -133,7 +133,7 @@ class GpioConfig:
 @dataclass(frozen=True)
 class ModemConfig:
     """``[modem]``: the AT serial port — a path (best a stable udev name) or
-    ``usb:VID:PID[:IF]`` (:mod:`device.modem.port`). ``sim_pin`` "" = no PIN; ``power_pin`` 0 =
+    ``usb:VID:PID[:IF]`` (:mod:`modem.port`). ``sim_pin`` "" = no PIN; ``power_pin`` 0 =
     not wired, else the GPIO that power-cycles the modem (``power_mode`` ``"switch"``: supply
     switch, ``"pwrkey"``: the modem's power key; ``power_off_s`` seconds off);
     ``sms_timeout_s`` seconds to wait for each step of an SMS send."""

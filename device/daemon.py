@@ -9,7 +9,7 @@ first. An alarm without that ack after ``sms_fallback_after_s`` also goes out by
 sending.
 
 The hardware edges are handed in (STYLE §2): a gpiozero pin factory (MockFactory in tests
-and the demo), a :class:`device.modem.at.Modem` or None, a battery source or None (then the
+and the demo), a :class:`modem.at.Modem` or None, a battery source or None (then the
 one named by ``[battery] source``), so the daemon runs the same against real pins and a
 real modem as against simulators.
 
@@ -37,8 +37,8 @@ from .battery import BatteryMonitor, BatterySource, open_battery
 from .button import GestureButton, GestureTiming
 from .checkin import STATE_KEY as CHECKIN_STATE
 from .checkin import Checkin, CheckinTimer
-from .config import DeviceConfig
-from .control import ControlServer, socket_path
+from device.config import DeviceConfig
+from device.control import ControlServer, socket_path
 from .fallback import SmsFallback
 from .feedback import Feedback
 from .link import MqttLink
@@ -77,7 +77,7 @@ class DeviceDaemon:
     Args:
         cfg: validated device config.
         pin_factory: gpiozero pin factory; None = gpiozero's default (real pins).
-        modem: an opened-or-openable :class:`device.modem.at.Modem`, or None (no modem).
+        modem: an opened-or-openable :class:`modem.at.Modem`, or None (no modem).
         observer: optional ``(step, fields)`` hook.
         battery: a :class:`device.battery.BatterySource`; None = from ``[battery] source``.
         control: serve the local control socket (``lonewatch device shift …``).
@@ -165,8 +165,8 @@ class DeviceDaemon:
             on_ignored=lambda reason: self.observer("button_ignored", {"reason": reason}),
         )  # fmt: skip
         if self.modem is not None:
-            from .modem.power import ModemPower
-            from .modem.supervisor import ModemSupervisor
+            from modem.power import ModemPower
+            from modem.supervisor import ModemSupervisor
 
             power = None
             if mc.power_pin:

@@ -48,7 +48,7 @@ from protocol.errors import ValidationError
 from protocol.messages import Ack, Event, decode_for_topic, encode
 from protocol.topics import topic
 
-from .config import DeviceConfig
+from device.config import DeviceConfig
 
 __all__ = [
     "CLOCK_LIMIT_S",
@@ -417,7 +417,7 @@ class Doctor:
             button.close()
 
     def _modem(self) -> None:
-        from .modem.at import CmeError, Modem, ModemError, ModemGone, ModemTimeout, SimLocked
+        from modem.at import CmeError, Modem, ModemError, ModemGone, ModemTimeout, SimLocked
 
         mc = self.cfg.modem
         modem = Modem(mc.port, mc.baudrate, flavour=mc.flavour)
@@ -456,7 +456,7 @@ class Doctor:
             modem.close()
 
     def _modem_network(self, modem: Any) -> None:
-        from .modem.at import ModemError
+        from modem.at import ModemError
 
         try:
             reg = modem.registration()
@@ -563,7 +563,7 @@ def simulated_hardware(cfg: DeviceConfig, *, press_after_s: float = 0.5, press_s
     the prompt, for ``press_s`` seconds. Yields ``(cfg, pin_factory, finger)``."""
     from gpiozero.pins.mock import MockFactory
 
-    from .modem.simulator import ModemSimulator
+    from modem.simulator import ModemSimulator
 
     factory = MockFactory()
     pin = factory.pin(cfg.gpio.button_pin)

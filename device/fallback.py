@@ -36,9 +36,9 @@ from typing import Any
 from protocol.errors import ValidationError
 from protocol.messages import ALARM_KINDS, Event, Position, decode
 
-from .config import DeviceConfig
-from .modem import sms
-from .modem.errors import CmsError, ModemError
+from device.config import DeviceConfig
+from modem import sms
+from modem.errors import CmsError, ModemError
 from .queue import EventQueue, QueueError, SmsRecord
 from .smstext import render_alarm, render_cancel
 
@@ -61,7 +61,7 @@ class SmsFallback:
         cfg: device config (``[sms]`` recipients, ``[worker]``, ``timing.sms_fallback_after_s``,
             ``timing.sms_retry_s``).
         queue: the durable queue (events and SMS records).
-        modem: a :class:`device.modem.supervisor.ModemSupervisor`, or None (no modem: nothing
+        modem: a :class:`modem.supervisor.ModemSupervisor`, or None (no modem: nothing
             can be sent, which is logged as an error once per alarm).
         position: ``() -> Position | None``, the latest GNSS fix.
         tz: the device's time zone for local times (None = system zone).

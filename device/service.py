@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import sdnotify
-from .config import DeviceConfig
+from device.config import DeviceConfig
 from .daemon import DeviceDaemon
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def run_forever(cfg: DeviceConfig) -> None:
     """Run until SIGTERM/SIGINT with gpiozero's default pin factory and the configured modem."""
     modem = None
     if cfg.modem.enabled:
-        from .modem.at import Modem
+        from modem.at import Modem
 
         modem = Modem(cfg.modem.port, cfg.modem.baudrate, flavour=cfg.modem.flavour,
                       sms_timeout_s=cfg.modem.sms_timeout_s)

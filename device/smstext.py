@@ -17,7 +17,7 @@ feature phone or to read out over the radio. Five decimals ≈ 1 m.
 
 Times: the event's time of occurrence in UTC (what the ARC logs) and in the device's local zone
 (what the reader's watch says). Whether the text needs UCS2 is decided later, by the characters
-(:func:`device.modem.sms.choose_encoding`): Danish fits GSM 7-bit, Polish, Romanian, Ukrainian
+(:func:`modem.sms.choose_encoding`): Danish fits GSM 7-bit, Polish, Romanian, Ukrainian
 and Arabic do not.
 """
 

@@ -1,5 +1,5 @@
 """Shared fixtures: throwaway Mosquitto / Redis servers on free ports (the project's own
-config files via :mod:`relay.localstack`), never the ones on the standard ports."""
+config files via :mod:`labstack.servers`), never the ones on the standard ports."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from relay.localstack import Mosquitto, RedisServer
+from labstack.servers import Mosquitto, RedisServer
 
 
 class Credentials(dict):

@@ -3,7 +3,7 @@ relay configs with short intervals, an in-process relay, a relay as a subprocess
 (``lonewatch relay run``, killable with SIGKILL) and a scripted device speaking MQTT.
 
 Real servers only: the ``mosquitto`` / ``redis_server`` fixtures and pysiaalarm
-(:class:`relay.demo.stack.LocalArc`) as the ARC.
+(:class:`labstack.demo.stack.LocalArc`) as the ARC.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ class RelayProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "RelayProcess":
-        argv = [sys.executable, "-c", "from relay.cli import main; main()"] + (["-" + "v" * self.verbose] if self.verbose else []) + ["relay", "run", "-c", str(self.config)]
+        argv = [sys.executable, "-c", "from cli.main import main; main()"] + (["-" + "v" * self.verbose] if self.verbose else []) + ["relay", "run", "-c", str(self.config)]
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                                          cwd=Path(__file__).resolve().parent.parent)  # fmt: skip

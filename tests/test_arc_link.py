@@ -14,9 +14,9 @@ from pysiaalarm import CommunicationsProtocol, SIAAccount, SIAClient
 from protocol.errors import ValidationError
 from protocol.sia import ContactId
 from relay.arc import ArcAlarm, ArcClient, ArcReceiver, ArcUnavailableError, MemorySequences
-from relay.demo.stack import LocalArc, decoded_sia_event
+from labstack.demo.stack import LocalArc, decoded_sia_event
 from relay.linktest import LinkTester
-from relay.localstack import free_port
+from labstack.servers import free_port
 from relay.store import DeviceEntry, Store
 
 ACCOUNT = "1234AB"

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from protocol.messages import Event, decode, encode
-from relay import pki
-from relay.localstack import BrokerTls, Mosquitto, render_tls_conf
+from installer import pki
+from labstack.servers import BrokerTls, Mosquitto, render_tls_conf
 from relay.store import DeviceEntry, Store
 
 from .mqtt_probe import Probe

@@ -16,7 +16,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from relay.cli import main
+from cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -15,9 +15,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from protocol.messages import Event
-from relay.cli import main
+from cli.main import main
 from relay.escalation import Escalation
-from relay.localstack import CONF_DIR, RedisServer, free_port
+from labstack.servers import CONF_DIR, RedisServer, free_port
 from relay.registry import RegistryStore
 from relay.store import Store
 

@@ -28,7 +28,6 @@ from protocol.configfile import (
 )
 from protocol.errors import LonewatchError
 from relay.config import RelayConfig, load_relay_config, redact_url
-from relay.registry_file import Registry, load_registry
 
 
 def write(tmp_path: Path, text: str, name: str = "device.toml") -> Path:
@@ -538,77 +537,6 @@ def test_secret_values_never_echoed(key):
         checker.finish()
     assert "hunter2" not in str(info.value)
     assert str(info.value) == f"<dict>: {key}: must be a string matching \\d+, got <hidden>"
-
-
-# --------------------------------------------------------------------------- registry
-
-REGISTRY = """\
-[[devices]]
-id = "lw-0001"
-account = "1234"
-zone = 1
-worker = "Anna"
-site = "Vaskeriet"
-
-[[devices]]
-id = "lw-0002"
-account = "abc123"
-zone = 1
-language = "pl"
-"""
-
-
-def test_registry_loads(tmp_path):
-    reg = load_registry(write(tmp_path, REGISTRY, "registry.toml"))
-    assert len(reg) == 2 and "lw-0001" in reg and "lw-9999" not in reg
-    d = reg.get("lw-0002")
-    assert d is not None and (d.account, d.zone, d.language, d.worker) == ("ABC123", 1, "pl", "")
-    assert [x.id for x in reg] == ["lw-0001", "lw-0002"]
-    assert reg.get("lw-0001").worker == "Anna"  # type: ignore[union-attr]
-    assert len(Registry.from_dict({})) == 0
-
-
-def test_registry_duplicates_and_bad_fields(tmp_path):
-    text = REGISTRY + """
-[[devices]]
-id = "lw-0001"
-account = "ABC123"
-zone = 1
-
-[[devices]]
-id = "lw-0003"
-account = "12"
-zone = 1000
-language = "de"
-colour = "red"
-"""
-    path = write(tmp_path, text, "registry.toml")
-    assert errors_of(load_registry, path) == [
-        f'{path}:15: devices[2].id: duplicate device id "lw-0001" (first at line 2)',
-        f"{path}:17: devices[2].zone: zone 1 is already used in account ABC123 "
-        f"(first at line 11)",
-        f'{path}:21: devices[3].account: must be 3-16 hexadecimal characters, got "12"',
-        f"{path}:22: devices[3].zone: must be an integer 1..999, got 1000",
-        f'{path}:23: devices[3].language: must be one of "da", "en", "pl", "ro", "uk", "ar", '
-        f'got "de"',
-        f"{path}:24: devices[3].colour: unknown key",
-    ]
-
-
-def test_registry_same_zone_in_other_account_is_fine():
-    reg = Registry.from_dict({"devices": [
-        {"id": "lw-0001", "account": "1234", "zone": 7},
-        {"id": "lw-0002", "account": "1235", "zone": 7}]})
-    assert len(reg) == 2
-
-
-def test_registry_missing_fields_from_dict():
-    with pytest.raises(ConfigError) as info:
-        Registry.from_dict({"devices": [{"id": "lw-0001"}]}, source="reg")
-    assert str(info.value).splitlines() == [
-        "reg: devices[0].account: required key is missing",
-        "reg: devices[0].zone: required key is missing",
-    ]
 
 
 def test_load_toml_returns_source_with_base_dir(tmp_path):

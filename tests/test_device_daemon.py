@@ -26,8 +26,8 @@ from device.sdnotify import notify, watchdog_interval_s
 from device.service import serve
 from device.shift import ShiftSchedule, parse_window
 from protocol.messages import decode
-from relay.cli import main as lonewatch
-from relay.localstack import free_port
+from cli.main import main as lonewatch
+from labstack.servers import free_port
 
 
 class Steps:

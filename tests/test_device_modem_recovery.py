@@ -16,12 +16,12 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 
 from device.daemon import ModemState
-from device.modem import sms
-from device.modem.at import COMMAND_TIMEOUTS_S, CmeError, Modem, ModemGone, ModemTimeout
-from device.modem.port import PortLocator, UsbIdentity, interface_of, parse_usb_spec
-from device.modem.power import ModemPower
-from device.modem.simulator import ModemSimulator
-from device.modem.supervisor import ModemSupervisor
+from modem import sms
+from modem.at import COMMAND_TIMEOUTS_S, CmeError, Modem, ModemGone, ModemTimeout
+from modem.port import PortLocator, UsbIdentity, interface_of, parse_usb_spec
+from modem.power import ModemPower
+from modem.simulator import ModemSimulator
+from modem.supervisor import ModemSupervisor
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from relay.demo import scenario_names
+from labstack.demo import scenario_names
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 ])
 def test_device_scenarios_exit_zero_and_show_their_steps(name: str, must_show: set[str]) -> None:
     assert name in scenario_names()
-    proc = subprocess.run([sys.executable, "-c", "from relay.cli import main; main()", "demo", "--scenario", name,
+    proc = subprocess.run([sys.executable, "-c", "from cli.main import main; main()", "demo", "--scenario", name,
                            "--json"], capture_output=True, text=True, timeout=110)
     steps = [json.loads(line) for line in proc.stdout.splitlines()]
     assert proc.returncode == 0, steps[-5:]

@@ -1,5 +1,5 @@
 """``lonewatch doctor``, ``test-alarm``, ``status`` and ``lab`` against a real installation:
-:class:`relay.lab.Lab` (Mosquitto with the production TLS config, Redis, a relay, pysiaalarm
+:class:`labstack.installer_lab.Lab` (Mosquitto with the production TLS config, Redis, a relay, pysiaalarm
 as the ARC), a device provisioned into it, the modem simulator on a pty and gpiozero
 MockFactory pins pressed like a finger."""
 
@@ -17,10 +17,10 @@ from click.testing import CliRunner
 from device.config import load_device_config, write_device_config
 from device.doctor import CLOCK_LIMIT_S, Doctor, RoundTrip
 from protocol.messages import Alive, Event, encode
-from relay import pki
-from relay.cli import main
-from relay.lab import Lab
-from relay.provision import ProvisionRequest, provision
+from installer import pki
+from cli.main import main
+from labstack.installer_lab import Lab
+from installer.provision import ProvisionRequest, provision
 from relay.store import Store
 
 from .mqtt_probe import Probe
@@ -104,7 +104,7 @@ def test_a_foreign_ca_fails_the_broker_check(device_toml, tmp_path):
 
 
 def test_no_broker_listening(device_toml, tmp_path):
-    from relay.localstack import free_port
+    from labstack.servers import free_port
 
     cfg = load_device_config(device_toml)
     bad = tmp_path / "device.toml"
@@ -139,7 +139,7 @@ def sim_cfg(device_toml):
 
 
 def test_modem_problems_each_fail_with_their_fix(sim_cfg):
-    from device.modem.simulator import ModemSimulator
+    from modem.simulator import ModemSimulator
 
     cfg = replace(sim_cfg, modem=replace(sim_cfg.modem, flavour="sim7600"))
     with ModemSimulator(flavour="sim7600", sim_state="SIM PIN") as sim:

@@ -1,7 +1,7 @@
 """Durability of the device (SPEC §2 delivery guarantees, §6 "alarms lost under … device power
-cut: 0"): the daemon runs in a process of its own (:mod:`device.testing_runner`, MockFactory
+cut: 0"): the daemon runs in a process of its own (:mod:`labstack.device_runner`, MockFactory
 pins) against the real chain — Mosquitto, Redis, the relay and pysiaalarm as the ARC
-(:class:`relay.demo.stack.DemoStack`, its in-process device stopped) — and is killed with
+(:class:`labstack.demo.stack.DemoStack`, its in-process device stopped) — and is killed with
 SIGKILL at each step of sending, then started again on the same state directory.
 
 Every alarm must reach the ARC, none twice, and sequence numbers must go on increasing.
@@ -26,8 +26,8 @@ from typing import Any
 
 import pytest
 
-from relay.demo.stack import DEVICE_ID, DemoStack, device_dict
-from relay.timeline import Timeline
+from labstack.demo.stack import DEVICE_ID, DemoStack, device_dict
+from labstack.timeline import Timeline
 
 pytestmark = pytest.mark.integration
 
@@ -35,13 +35,13 @@ HOLD = "hold 1.0\n"
 
 
 class Runner:
-    """One ``python -m device.testing_runner`` process and its JSON-line steps."""
+    """One ``python -m labstack.device_runner`` process and its JSON-line steps."""
 
     def __init__(self, config: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.steps: queue.Queue[dict[str, Any]] = queue.Queue()
         self.seen: list[dict[str, Any]] = []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "device.testing_runner", str(config), "--log", str(config.with_suffix(".log")), *args],
+            [sys.executable, "-m", "labstack.device_runner", str(config), "--log", str(config.with_suffix(".log")), *args],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, **(env or {})},
         )
         threading.Thread(target=self._read, daemon=True).start()

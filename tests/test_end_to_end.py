@@ -15,8 +15,8 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from protocol.messages import Event, Position, encode
-from relay.demo.stack import ACCOUNT, DEVICE_ID, LAT, LON, ZONE, DemoStack
-from relay.timeline import Timeline
+from labstack.demo.stack import ACCOUNT, DEVICE_ID, LAT, LON, ZONE, DemoStack
+from labstack.timeline import Timeline
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ from protocol.messages import Event
 from relay.arc import ArcClient, ArcReceiver, ArcRejectedError, ArcUnavailableError
 from relay.dispatch import Dispatcher
 from relay.escalation import Escalation, EscalationSettings, escalation_action
-from relay.localstack import RedisServer
+from labstack.servers import RedisServer
 from relay.notify import Delivery
 from relay.registry import RegistryDoc, RegistryStore
 from relay.store import Store
@@ -396,9 +396,9 @@ def test_no_arc_configured_escalates_an_arc_only_alarm(store: Store) -> None:
 @pytest.mark.integration
 @pytest.mark.parametrize("name", ["escalation", "arc-down"])
 def test_demo_scenario(name: str, tmp_path: Path) -> None:
-    from relay.demo.scenarios import load_all
-    from relay.demo.stack import DemoStack
-    from relay.timeline import Timeline
+    from labstack.demo.scenarios import load_all
+    from labstack.demo.stack import DemoStack
+    from labstack.timeline import Timeline
 
     fn, _ = load_all()[name]
     tl = Timeline(live=False)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from relay.bootpart import (
+from installer.bootpart import (
     FIRSTRUN_ARGS,
     BootPartitionError,
     FatImage,
@@ -25,8 +25,8 @@ from relay.bootpart import (
     make_test_image,
     read_partitions,
 )
-from relay.cli import main
-from relay.flash import FlashError, TargetRefused, open_image, probe_target, read_back, write_image
+from cli.main import main
+from installer.flash import FlashError, TargetRefused, open_image, probe_target, read_back, write_image
 
 pytestmark = pytest.mark.skipif(shutil.which("mformat") is None, reason="GNU mtools not installed (apt-get install mtools)")
 
@@ -213,7 +213,7 @@ def test_missing_mtools_is_reported_with_the_install_line(images, provisioned, t
 
 
 def test_write_image_reports_progress_in_file_bytes(images, tmp_path):
-    from relay.flash import Target
+    from installer.flash import Target
 
     seen: list[int] = []
     result = write_image(images["xz"], Target(tmp_path / "t.img", "file", None, ""), progress=seen.append)
@@ -363,7 +363,7 @@ def test_flash_to_a_real_block_device(images, provisioned, loop):
 def test_a_claimed_card_cannot_be_mounted_or_claimed_meanwhile(loop):
     """While flash holds its O_EXCL claim, the kernel refuses other exclusive users (mount
     is one): an automounter cannot grab the fresh boot partition half-written."""
-    from relay.flash import Target, claim
+    from installer.flash import Target, claim
 
     target = probe_target(loop)
     with claim(target) as claimed:

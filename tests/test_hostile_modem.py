@@ -3,7 +3,7 @@
 
 Contract: classification always answers one of its four words; error lines become typed
 errors or None; a GNSS reply gives a fix with finite, in-range numbers, None (no fix) or a
-:class:`device.modem.at.ModemReplyError` — never another exception, and never a fix that
+:class:`modem.at.ModemReplyError` — never another exception, and never a fix that
 would later make the device's own messages invalid (a position is sent with every alarm).
 """
 
@@ -15,7 +15,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from device.modem.at import (
+from modem.at import (
     CmeError,
     CmsError,
     ModemReplyError,

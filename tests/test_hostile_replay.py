@@ -19,7 +19,7 @@ from bench.arcrecorder import ArcRecorder
 from protocol.messages import Event, Position, encode
 from relay.arc import ArcClient, ArcReceiver
 from relay.dispatch import Dispatcher
-from relay.localstack import free_port
+from labstack.servers import free_port
 from relay.pipeline import Pipeline
 from relay.store import DeviceEntry, Store
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 import xml.dom.minidom
 from pathlib import Path
 
@@ -72,23 +73,36 @@ def test_relay_unit_is_hardened_the_same_way():
     assert u["User"] == ["lonewatch-relay"] and u["ExecStart"][0].endswith("lonewatch relay run -c /etc/lonewatch/relay.toml")
 
 
-def test_packaged_copies_are_the_repository_files():
-    """relay/conf holds links to systemd/ and hardware/, so `lonewatch flash` puts exactly
-    these files on the card, also from an installed wheel."""
-    conf = ROOT / "relay" / "conf"
+def test_every_shipped_file_stands_once_and_the_wheel_carries_it(tmp_path):
+    """The units live only in systemd/, the udev rule only in hardware/ (issue 9: every file
+    stands once); `lonewatch flash` reads them as package data, also from a built wheel."""
+    import zipfile
+
+    from installer.payload import read_payload
+    assert not (ROOT / "relay" / "conf" / "lonewatch-device.service").exists()
     for name, src in (("lonewatch-device.service", "systemd"), ("lonewatch-install.service", "systemd"),
-                      ("99-lonewatch-modem.rules", "hardware")):
-        assert (conf / name).read_bytes() == (ROOT / src / name).read_bytes()
+                      ("99-lonewatch-modem.rules", "hardware"), ("lonewatch-firstboot.sh", "installer/files")):
+        assert read_payload(name) == (ROOT / src / name).read_bytes()
+    with pytest.raises(FileNotFoundError, match="not a file lonewatch ships"):
+        read_payload("../../etc/passwd")
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                           "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    (wheel,) = tmp_path.glob("lonewatch-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        assert z.read("installer/units/lonewatch-device.service") == (ROOT / "systemd" / "lonewatch-device.service").read_bytes()
+        assert z.read("installer/udev/99-lonewatch-modem.rules") == (ROOT / "hardware" / "99-lonewatch-modem.rules").read_bytes()
+        assert z.read("relay/conf/acl") == (ROOT / "relay" / "conf" / "acl").read_bytes()
 
 
 @pytest.mark.parametrize("script", ["lonewatch-firstboot.sh", "lonewatch-firstrun.sh", "lonewatch-install.sh"])
 def test_first_boot_scripts_are_valid_bash(script):
-    done = subprocess.run(["bash", "-n", str(ROOT / "relay" / "conf" / script)], capture_output=True, text=True)
+    done = subprocess.run(["bash", "-n", str(ROOT / "installer" / "files" / script)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
 
 
 def test_first_boot_removes_the_secrets_from_the_fat_partition():
-    text = (ROOT / "relay" / "conf" / "lonewatch-firstboot.sh").read_text()
+    text = (ROOT / "installer" / "files" / "lonewatch-firstboot.sh").read_text()
     assert re.search(r"for f in device\.toml client\.key; do\n\s+if .*shred -u", text)
     assert "install -m 0600 -o lonewatch -g lonewatch \"$SRC/device.toml\" /etc/lonewatch/device.toml" in text
 

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from device.modem import sms
-from device.modem.at import (
+from modem import sms
+from modem.at import (
     CmeError,
     CmsError,
     GnssFix,
@@ -32,7 +32,7 @@ from device.modem.at import (
     parse_qgpsloc,
     redact,
 )
-from device.modem.simulator import ModemSimulator
+from modem.simulator import ModemSimulator
 from protocol.errors import LonewatchError
 
 FAST = 2.0  # default command timeout for tests, seconds (only reached when something is wrong)

@@ -12,10 +12,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from device.modem import sms
-from device.modem.at import Modem
-from device.modem.simulator import ModemSimulator
-from relay.localstack import free_port
+from modem import sms
+from modem.at import Modem
+from modem.simulator import ModemSimulator
+from labstack.servers import free_port
 from relay.notify import NotifyError
 from relay.notify.gateways import AppriseChannel, redact, smtp_url
 from relay.notify.sms_modem import ModemSmsChannel, parse_cmgl

@@ -15,8 +15,8 @@ import redis
 from pysiaalarm import SIAAccount, SIAClient
 
 from relay.config import RelayConfig
-from relay.demo.stack import LocalArc, decoded_sia_event
-from relay.localstack import free_port
+from labstack.demo.stack import LocalArc, decoded_sia_event
+from labstack.servers import free_port
 from relay.logs import JsonFormatter, SecretFilter, secrets_of, setup_logging
 from relay.metrics import dead_letter_reason
 

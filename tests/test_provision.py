@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from relay import pki
-from relay.cli import main
-from relay.localstack import BrokerTls, Mosquitto
-from relay.provision import DEVICE_PATTERNS, ProvisionError, ProvisionRequest, ensure_acl, provision
+from installer import pki
+from cli.main import main
+from labstack.servers import BrokerTls, Mosquitto
+from installer.provision import DEVICE_PATTERNS, ProvisionError, ProvisionRequest, ensure_acl, provision
 from relay.store import Store
 
 from .mqtt_probe import Probe

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from protocol.configfile import ConfigError
-from relay.localstack import CONF_DIR, RedisServer
+from labstack.servers import CONF_DIR, RedisServer
 from relay.registry import (
     Contact,
     RegistryDoc,

@@ -15,8 +15,8 @@ import pytest
 import redis
 
 from protocol.messages import Alive, Event, Position
-from relay.demo.stack import LocalArc
-from relay.localstack import find_binary, free_port, wait_for_port
+from labstack.demo.stack import LocalArc
+from labstack.servers import find_binary, free_port, wait_for_port
 from relay.store import DISPATCH, GROUP, DeviceEntry, Store, SupervisionPolicy
 from relay.supervision import Supervisor
 
@@ -188,7 +188,7 @@ def test_demo_relay_failover_scenario() -> None:
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-c", "from relay.cli import main; main()", "demo", "--scenario", "relay-failover", "--json"],
+    proc = subprocess.run([sys.executable, "-c", "from cli.main import main; main()", "demo", "--scenario", "relay-failover", "--json"],
                           capture_output=True, text=True, timeout=110)  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     steps = {s["step"]: s for s in (json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{"))}

@@ -18,13 +18,13 @@ from gpiozero.pins.mock import MockFactory
 
 from device.config import DeviceConfig
 from device.daemon import DeviceDaemon
-from device.modem import sms
-from device.modem.at import Modem
-from device.modem.simulator import ModemSimulator
+from modem import sms
+from modem.at import Modem
+from modem.simulator import ModemSimulator
 from device.queue import EventQueue, SmsRecord
 from device.smstext import KIND_NAMES, map_link, render_alarm, render_cancel
 from protocol.messages import Position
-from relay.localstack import free_port
+from labstack.servers import free_port
 
 RECIPIENTS = [("+4512345678", "da"), ("+48601234567", "pl"), ("+40721234567", "ro"),
               ("+380501234567", "uk"), ("+971501234567", "ar"), ("+447700900123", "en")]

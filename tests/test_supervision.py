@@ -14,9 +14,9 @@ import pytest
 
 from protocol.errors import ValidationError
 from protocol.messages import Alive, Event, Position, Status, decode, decode_for_topic, encode
-from relay.demo.stack import LocalArc
+from labstack.demo.stack import LocalArc
 from relay.dispatch import contact_id_of
-from relay.localstack import free_port
+from labstack.servers import free_port
 from relay.store import DISPATCH, DeviceEntry, Store, StoreError, SupervisionPolicy, device_key, event_key
 from relay.supervision import Supervisor
 
@@ -333,7 +333,7 @@ def test_demo_lost_contact_scenario() -> None:
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-c", "from relay.cli import main; main()", "demo", "--scenario", "lost-contact", "--json"],
+    proc = subprocess.run([sys.executable, "-c", "from cli.main import main; main()", "demo", "--scenario", "lost-contact", "--json"],
                           capture_output=True, text=True, timeout=110)  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     steps = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]

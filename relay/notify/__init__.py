@@ -1,7 +1,7 @@
 """Notification channels for contacts (SPEC §3 "Contacts … reached by SMS and e-mail").
 
 * :mod:`relay.notify.sms_modem` — SMS through a modem attached to the relay (the device's AT
-  driver :class:`device.modem.at.Modem` and PDU module :mod:`device.modem.sms`, reused), and
+  driver :class:`modem.at.Modem` and PDU module :mod:`modem.sms`, reused), and
   the inbound SMS that carry contacts' acknowledgements.
 * :mod:`relay.notify.gateways` — e-mail (SMTP) and SMS gateways through apprise.
 * :mod:`relay.notify.templates` — the texts, in the contact's language.

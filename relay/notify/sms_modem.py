@@ -1,7 +1,7 @@
 """SMS to and from contacts through a modem attached to the relay (SPEC §3, issue 4).
 
-Reuses the device's AT driver (:class:`device.modem.at.Modem`: PDU-mode sending with GSM 7-bit
-or UCS2 and concatenation) and PDU module (:func:`device.modem.sms.decode_deliver`) — the same
+Reuses the device's AT driver (:class:`modem.at.Modem`: PDU-mode sending with GSM 7-bit
+or UCS2 and concatenation) and PDU module (:func:`modem.sms.decode_deliver`) — the same
 code that runs on the Pi, tested against the simulator and SIM7600/Quectel replies.
 
 Inbound SMS (contacts' replies) are read in PDU mode: the modem stores each one and says
@@ -21,8 +21,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from device.modem import sms
-from device.modem.at import Modem, ModemError, ModemGone
+from modem import sms
+from modem.at import Modem, ModemError, ModemGone
 
 from . import Delivery
 

@@ -9,7 +9,7 @@ lines from being mixed with left-to-right names, numbers and links by the phone'
 
 :func:`render` fills a template; SMS texts cap the free-text notes at :data:`SMS_NOTE_CHARS`
 characters (e-mail carries them in full). The SMS encoding (GSM 7-bit vs UCS2) is chosen by
-:mod:`device.modem.sms` when the text is sent. :func:`parse_reply` reads an SMS reply
+:mod:`modem.sms` when the text is sent. :func:`parse_reply` reads an SMS reply
 ("OK", "1", "JA", "TAK", "DA", "ТАК", "نعم", optionally followed by the alarm's ref).
 """
 

@@ -18,8 +18,8 @@ exception it raises is logged and counted in :attr:`Modem.urc_handler_errors`, n
 Two-line URCs (``+CMT``/``+CDS``/``+CBM`` with the SMS on the next line) reach it as one string
 joined by ``\n``.
 
-Parsing lives in :mod:`device.modem.replies`, errors in :mod:`device.modem.errors`; both are
-re-exported here so ``from device.modem.at import Modem, ModemError, ModemGone, …`` keeps working.
+Parsing lives in :mod:`modem.replies`, errors in :mod:`modem.errors`; both are
+re-exported here so ``from modem.at import Modem, ModemError, ModemGone, …`` keeps working.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from typing import Any, Literal
 
 import serial
 
-from device.modem import sms
+from modem import sms
 
 from .errors import (
     CME_MEANINGS,
@@ -139,7 +139,7 @@ class Modem:
         sim_busy_backoff_s: first back-off in seconds; doubles each retry, at most 8 s.
         sms_timeout_s: wait per step of an SMS send (prompt, then ``+CMGS``), seconds.
         comports: ``serial.tools.list_ports.comports``-like callable used to find the port
-            again by USB identity after re-enumeration (:mod:`device.modem.port`).
+            again by USB identity after re-enumeration (:mod:`modem.port`).
 
     ``port`` may be a path (a stable udev name is best) or ``usb:VID:PID[:IF]``; every
     :meth:`open` looks the node up again, so a port that came back under another name after
@@ -623,13 +623,13 @@ class Modem:
 
     def send_sms(self, number: str, text: str, timeout_s: float | None = None) -> list[int]:
         """Send ``text`` to ``number`` (``"+45…"``) in PDU mode, GSM 7-bit or UCS2 chosen by
-        :mod:`device.modem.sms`, split into concatenated parts when long.
+        :mod:`modem.sms`, split into concatenated parts when long.
 
         Per part: ``AT+CMGS=<length>`` → ``> `` prompt → PDU hex + Ctrl-Z → ``+CMGS: <mr>``
         ``OK``, each step within ``timeout_s`` seconds (default ``sms_timeout_s``, 60 s: the
         network can take tens of seconds). Returns the message references, one per part. The
         text is never logged. For a per-part record (resume after a failure) use
-        :func:`device.modem.sms.encode_submit` and :meth:`send_pdu` per part instead.
+        :func:`modem.sms.encode_submit` and :meth:`send_pdu` per part instead.
 
         Raises:
             sms.SmsError: bad number / empty text (nothing sent).

@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from types import TracebackType
 from typing import Literal
 
-from device.modem import sms
+from modem import sms
 
 Where = Literal["before", "between", "after"]
 

@@ -3,7 +3,7 @@
 1. **Broker credentials** — either a random password (32 characters from ``secrets``) stored
    *hashed* in the broker's password file by ``mosquitto_passwd -U`` (the password never
    appears on a command line), or a client certificate from the project CA (CN = device id,
-   :mod:`relay.pki`). The broker user name is always the device id.
+   :mod:`installer.pki`). The broker user name is always the device id.
 2. **ACL** — none per device: the project ACL's pattern lines (``pattern write
    lonewatch/%u/event`` …) already limit every account to its own topics, because the user
    name *is* the device id (also for certificates: ``use_identity_as_username``). Provision
@@ -46,10 +46,11 @@ from protocol.configfile import ConfigError
 from protocol.errors import LonewatchError, ValidationError
 from protocol.topics import check_device_id
 
-from . import pki
-from .localstack import CONF_DIR, find_binary
-from .registry import ACCOUNT_PATTERN, LANGUAGES
-from .store import DeviceEntry, Store
+from installer import pki
+from installer.binaries import find_binary
+from relay.conffiles import CONF_DIR
+from relay.registry import ACCOUNT_PATTERN, LANGUAGES
+from relay.store import DeviceEntry, Store
 
 __all__ = [
     "AUTH_MODES",
@@ -394,8 +395,8 @@ def _register(req: ProvisionRequest) -> DeviceEntry:
     which validates the whole registry — unknown site, zone already taken — and mirrors the
     device into the pipeline's entry). A worker already in the registry brings their number
     (the zone) and language; otherwise the device is a stand-alone entry with ``--zone``."""
-    from .registry import RegistryStore
-    from .store import StoreError
+    from relay.registry import RegistryStore
+    from relay.store import StoreError
 
     try:
         registry = RegistryStore(Store.from_url(req.redis_url))  # type: ignore[arg-type]

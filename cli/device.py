@@ -25,8 +25,8 @@ _json_option = click.option("--json", "as_json", is_flag=True, help="Print the d
 
 
 def _ask(path: str, req: dict[str, Any], as_json: bool) -> None:
-    from .config import load_device_config
-    from .control import ControlError, request
+    from device.config import load_device_config
+    from device.control import ControlError, request
 
     try:
         cfg = load_device_config(path)

@@ -1,5 +1,5 @@
 """Keeping the modem usable: open + init on first use, reopen after the port vanished (USB
-re-enumeration, found again by :mod:`device.modem.port`), power-cycle through a GPIO when
+re-enumeration, found again by :mod:`modem.port`), power-cycle through a GPIO when
 reopening keeps failing or the modem stops answering, and the periodic readings for the alive
 message (SPEC §2: signal, registration, GNSS).
 
@@ -30,7 +30,7 @@ __all__ = ["ModemSupervisor"]
 
 
 class ModemSupervisor:
-    """Owns the recovery of one :class:`device.modem.at.Modem`.
+    """Owns the recovery of one :class:`modem.at.Modem`.
 
     Args:
         modem: the modem (closed or open).

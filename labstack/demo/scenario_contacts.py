@@ -11,8 +11,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..alarms import AlarmStore
-from ..registry import RegistryStore
+from relay.alarms import AlarmStore
+from relay.registry import RegistryStore
 from .scenarios import expect_arc, scenario
 from .stack import ARC_NAMES, CONTACTS, SITE, DemoStack
 

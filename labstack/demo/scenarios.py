@@ -15,7 +15,7 @@ Scenario = Callable[[DemoStack], bool]
 #: name → (function, one-line description)
 SCENARIOS: dict[str, tuple[Scenario, str]] = {}
 #: Modules that define further scenarios (imported by :func:`load_all`).
-MODULES: tuple[str, ...] = ("relay.demo.scenario_contacts", "relay.demo.scenario_device", "relay.demo.scenario_relay")
+MODULES: tuple[str, ...] = ("labstack.demo.scenario_contacts", "labstack.demo.scenario_device", "labstack.demo.scenario_relay")
 
 
 def scenario(name: str, description: str) -> Callable[[Scenario], Scenario]:

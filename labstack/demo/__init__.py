@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..timeline import Timeline
+from labstack.timeline import Timeline
 from .scenarios import load_all
 from .stack import DemoError, DemoStack
 
@@ -30,7 +30,7 @@ def run_demo(*, scenario: str = "panic", as_json: bool = False, arc_addr: str | 
 
     Raises:
         KeyError: unknown scenario name.
-        relay.localstack.MissingServerError: Mosquitto or Redis is not installed.
+        labstack.servers.MissingServerError: Mosquitto or Redis is not installed.
     """
     fn, _ = load_all()[scenario]
     tl = Timeline(as_json=as_json)

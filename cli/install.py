@@ -1,10 +1,10 @@
 """Installer and operator commands of ``lonewatch`` (issue 5): ``pki``, ``provision``,
 ``flash``, ``doctor``, ``test-alarm``, ``status``, ``lab``, ``completion``. Registered on the
-main group in :mod:`relay.cli`; the work is done in :mod:`relay.pki`, :mod:`relay.provision`,
-:mod:`relay.flash`/:mod:`relay.bootpart`, :mod:`device.doctor`, :mod:`relay.status_report`
-and :mod:`relay.lab` — these are only the command-line faces.
+main group in :mod:`cli.main`; the work is done in :mod:`installer.pki`, :mod:`installer.provision`,
+:mod:`installer.flash`/:mod:`installer.bootpart`, :mod:`device.doctor`, :mod:`relay.status_report`
+and :mod:`labstack.installer_lab` — these are only the command-line faces.
 
-Exit codes as in :mod:`relay.cli`: 0 success, 1 the thing checked failed, 2 usage or
+Exit codes as in :mod:`cli.main`: 0 success, 1 the thing checked failed, 2 usage or
 configuration error, 3 a required server or tool is missing; ``doctor`` exits with the number
 of failed checks.
 """
@@ -22,7 +22,7 @@ import click
 
 from protocol.errors import LonewatchError
 
-EXIT_FAILED, EXIT_CONFIG, EXIT_MISSING = 1, 2, 3  # same meaning as relay.cli
+EXIT_FAILED, EXIT_CONFIG, EXIT_MISSING = 1, 2, 3  # same meaning as cli.main
 DEVICE_TOML = "/etc/lonewatch/device.toml"
 RELAY_TOML = "/etc/lonewatch/relay.toml"
 
@@ -52,7 +52,7 @@ def _load_device(path: str):
 def _load_relay(path: str):
     from protocol.configfile import ConfigError
 
-    from .config import load_relay_config
+    from relay.config import load_relay_config
 
     try:
         return load_relay_config(path)
@@ -100,7 +100,7 @@ def pki_init(pki_dir: Path, name: str) -> None:
     Example:
       lonewatch pki init --dir /etc/lonewatch/pki
     """
-    from . import pki as p
+    from installer import pki as p
 
     try:
         cert, key, created = p.init_ca(pki_dir, name=name)
@@ -125,7 +125,7 @@ def pki_issue_server(pki_dir: Path, hosts: tuple[str, ...], out: Path, owner: st
       lonewatch pki issue-server --dir /etc/lonewatch/pki --host mqtt.example.com \\
           --host 203.0.113.7 --out /etc/mosquitto/lonewatch --owner mosquitto
     """
-    from . import pki as p
+    from installer import pki as p
 
     try:
         issued = p.issue_server(pki_dir, out, hosts, renew=renew, owner=owner)
@@ -149,7 +149,7 @@ def pki_issue_client(name: str, pki_dir: Path, out: Path, renew: bool) -> None:
     Example:
       lonewatch pki issue-client relay --dir /etc/lonewatch/pki --out /etc/lonewatch/relay-cert
     """
-    from . import pki as p
+    from installer import pki as p
 
     try:
         issued = p.issue_client(pki_dir, out, name, renew=renew)
@@ -176,7 +176,7 @@ def pki_broker_config(broker_dir: Path, auth: str, port: int, bind: str, data_di
       lonewatch pki broker-config --broker-dir /etc/mosquitto/lonewatch \\
           | sudo tee /etc/mosquitto/mosquitto.conf
     """
-    from .localstack import render_tls_conf
+    from labstack.servers import render_tls_conf
 
     click.echo(render_tls_conf(directory=broker_dir, port=port, bind=bind, auth=auth, data_dir=Path(data_dir),
                                log_file=Path(log_file), pid_file=Path(pid_file)), nl=False)
@@ -222,8 +222,8 @@ def provision(device_id: str, worker: str, site: str, account: str | None, zone:
           --account 1234AB --zone 42 --broker-dir /etc/mosquitto/lonewatch \\
           --broker-host mqtt.example.com --out ./lw-0042
     """
-    from .provision import ProvisionError, ProvisionRequest
-    from .provision import provision as run
+    from installer.provision import ProvisionError, ProvisionRequest
+    from installer.provision import provision as run
 
     path = relay_config or (RELAY_TOML if Path(RELAY_TOML).exists() else None)
     cfg = _load_relay(path) if path else None
@@ -297,8 +297,8 @@ def flash(image: Path, target: Path, config: Path, expect_sha256: str | None, ua
     """
     from importlib.metadata import PackageNotFoundError, version
 
-    from .bootpart import BootPartitionError, install_lonewatch
-    from .flash import FlashError, TargetRefused, claim, open_image, probe_target, read_back, write_image
+    from installer.bootpart import BootPartitionError, install_lonewatch
+    from installer.flash import FlashError, TargetRefused, claim, open_image, probe_target, read_back, write_image
 
     cfg = _load_device(str(config))
     warnings = []
@@ -468,8 +468,8 @@ def status(devices: tuple[str, ...], relay_config: str | None, redis_url: str | 
       lonewatch status --relay-config /etc/lonewatch/relay.toml
       lonewatch status lw-0042 --json | jq '.[0].battery_pct'
     """
-    from .status_report import collect, render_table
-    from .store import Store, StoreError
+    from relay.status_report import collect, render_table
+    from relay.store import Store, StoreError
 
     url = _redis_url(relay_config, redis_url)
     try:
@@ -507,8 +507,8 @@ def lab(directory: Path, account: str) -> None:
           --zone 42 --broker-dir lab/broker --relay-config lab/relay.toml --out lab/lw-0042 \\
           --device-dir "$PWD/lab/lw-0042" --state-dir "$PWD/lab/lw-0042/state"
     """
-    from .lab import Lab, LabError
-    from .localstack import MissingServerError
+    from labstack.installer_lab import Lab, LabError
+    from labstack.servers import MissingServerError
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -553,5 +553,5 @@ def completion(shell: str) -> None:
     click.echo(cls(root, {}, "lonewatch", "_LONEWATCH_COMPLETE").source())
 
 
-#: What relay.cli registers on the ``lonewatch`` group.
+#: What cli.main registers on the ``lonewatch`` group.
 INSTALL_COMMANDS = (pki, provision, flash, doctor, test_alarm, status, lab, completion)

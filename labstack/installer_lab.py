@@ -23,8 +23,8 @@ from pathlib import Path
 
 from protocol.errors import LonewatchError
 
-from . import pki
-from .localstack import BrokerTls, Mosquitto, RedisServer, free_port
+from installer import pki
+from labstack.servers import BrokerTls, Mosquitto, RedisServer, free_port
 
 __all__ = ["DEFAULT_ACCOUNT", "Lab", "LabError"]
 
@@ -81,9 +81,9 @@ class Lab:
             raise
 
     def _start(self) -> LabInfo:
-        from .app import build_service
-        from .config import load_relay_config
-        from .demo.stack import LocalArc
+        from relay.app import build_service
+        from relay.config import load_relay_config
+        from labstack.demo.stack import LocalArc
 
         self.dir.mkdir(parents=True, exist_ok=True)
         pid_file = self.dir / "lab.pid"
@@ -184,7 +184,7 @@ max_xdata_blocks = 1
 
 def _write_test_image(dest: Path) -> None:
     """A small stand-in for a Raspberry Pi OS Lite image, xz-compressed like the real one."""
-    from .bootpart import make_test_image
+    from installer.bootpart import make_test_image
 
     with tempfile.TemporaryDirectory(prefix="lonewatch-lab-img-") as tmp:
         raw = make_test_image(Path(tmp) / "raspios.img")

@@ -37,6 +37,8 @@ from pathlib import Path
 
 from protocol.errors import LonewatchError
 
+from .payload import read_payload
+
 __all__ = [
     "BootPartitionError",
     "FatImage",
@@ -47,7 +49,6 @@ __all__ = [
     "read_partitions",
 ]
 
-CONF_DIR = Path(__file__).with_name("conf")
 SECTOR = 512
 #: MBR partition types holding FAT: FAT12, FAT16 <32M, FAT16, FAT32 CHS, FAT32 LBA, FAT16 LBA.
 FAT_TYPES = frozenset({0x01, 0x04, 0x06, 0x0B, 0x0C, 0x0E})
@@ -171,7 +172,7 @@ class FatImage:
 
 
 def _template(name: str, **values: str) -> bytes:
-    text = (CONF_DIR / name).read_text()
+    text = read_payload(name).decode()
     for key, value in values.items():
         text = text.replace(f"@{key}@", value)
     return text.encode()
@@ -235,7 +236,7 @@ def install_lonewatch(target: Path, config: Path, *, wheels: Sequence[Path] = ()
         if src.exists():
             put(f"lonewatch/{cred}", src.read_bytes())
     for name in ("lonewatch-device.service", "lonewatch-install.service", "99-lonewatch-modem.rules"):
-        put(f"lonewatch/{name}", (CONF_DIR / name).read_bytes())
+        put(f"lonewatch/{name}", read_payload(name))
     put("lonewatch/firstboot.sh", _template("lonewatch-firstboot.sh"))
     put("lonewatch/install.sh", _template("lonewatch-install.sh", VERSION=version))
     if wheels:

@@ -52,9 +52,9 @@ def demo(as_json: bool, arc_addr: str | None, scenario: str, list_: bool, timeou
     Example:
       lonewatch demo --json | jq -c 'select(.step=="arc_ack")'
     """
-    from .demo import run_demo
-    from .demo.scenarios import load_all
-    from .localstack import MissingServerError
+    from labstack.demo import run_demo
+    from labstack.demo.scenarios import load_all
+    from labstack.servers import MissingServerError
 
     scenarios = load_all()
     if list_:
@@ -78,12 +78,12 @@ def _valid_hostport(text: str) -> bool:
     return bool(sep and host and port.isdigit() and 0 < int(port) < 65536)
 
 
-from .cli_registry import alarm as _alarm_group, registry as _registry_group  # noqa: E402
+from cli.registry import alarm as _alarm_group, registry as _registry_group  # noqa: E402
 
 main.add_command(_registry_group)  # lonewatch registry import/export/list/add/remove
 main.add_command(_alarm_group)  # lonewatch alarm list/ack/history
 
-from .cli_install import INSTALL_COMMANDS  # noqa: E402  (pki provision flash doctor test-alarm status lab completion)
+from cli.install import INSTALL_COMMANDS  # noqa: E402  (pki provision flash doctor test-alarm status lab completion)
 
 for _command in INSTALL_COMMANDS:
     main.add_command(_command)
@@ -108,8 +108,8 @@ def relay_run(path: str) -> None:
     Example:
       lonewatch relay run -c /etc/lonewatch/relay.toml
     """
-    from .app import run_forever
-    from .config import load_relay_config
+    from relay.app import run_forever
+    from relay.config import load_relay_config
 
     cfg = _load(load_relay_config, path)
     if not logging.getLogger().handlers:
@@ -145,7 +145,7 @@ def device_run(path: str) -> None:
     run_forever(cfg)
 
 
-__import__("device.cli").cli.register(device)  # lonewatch device shift|checkin|status
+__import__("cli.device").device.register(device)  # lonewatch device shift|checkin|status
 
 
 @main.command("check-config")
@@ -162,9 +162,9 @@ def check_config(kind: str, path: str) -> None:
     if kind == "device":
         from device.config import load_device_config as loader
     elif kind == "relay":
-        from .config import load_relay_config as loader  # type: ignore[assignment]
+        from relay.config import load_relay_config as loader  # type: ignore[assignment]
     else:
-        from .registry import load_registry_toml as loader  # type: ignore[assignment]
+        from relay.registry import load_registry_toml as loader  # type: ignore[assignment]
     cfg = _load(loader, path)
     for warning in config_warnings(kind, cfg, path):
         click.echo(f"{path}: warning: {warning}", err=True)

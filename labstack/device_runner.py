@@ -2,7 +2,7 @@
 simulator, for the durability tests (kill -9 at a chosen step) and for trying the daemon by
 hand. Test tool: never used on a worn device.
 
-    python -m device.testing_runner CONFIG.json [--modem-sim] [--freeze-at STEP] [--hold-acks]
+    python -m labstack.device_runner CONFIG.json [--modem-sim] [--freeze-at STEP] [--hold-acks]
 
 * ``CONFIG.json``: a dict for :meth:`device.config.DeviceConfig.from_dict`.
 * Every observer step is printed to stdout as one JSON line ``{"step": …, …}``.
@@ -40,7 +40,7 @@ def emit(step: str, fields: dict[str, Any]) -> None:
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="device.testing_runner")
+    ap = argparse.ArgumentParser(prog="labstack.device_runner")
     ap.add_argument("config")
     ap.add_argument("--modem-sim", action="store_true", help="start a modem simulator (pty) in-process")
     ap.add_argument("--freeze-at", default=None, metavar="STEP")
@@ -74,8 +74,8 @@ def main(argv: list[str]) -> int:
     sim = None
     modem = None
     if args.modem_sim:
-        from device.modem.at import Modem
-        from device.modem.simulator import ModemSimulator
+        from modem.at import Modem
+        from modem.simulator import ModemSimulator
 
         sim = ModemSimulator(flavour="sim7600").start()
         sim.gnss_fix = (55.668571, 12.576131, 1.2)

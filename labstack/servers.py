@@ -23,32 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 
+from installer.binaries import MissingServerError, find_binary
 from protocol.errors import LonewatchError
-
-CONF_DIR = Path(__file__).with_name("conf")
-#: Debian package for each server binary.
-PACKAGES = {"mosquitto": "mosquitto", "mosquitto_passwd": "mosquitto", "redis-server": "redis-server"}
-
-
-class MissingServerError(LonewatchError, FileNotFoundError):
-    """A server binary is not installed. ``str()`` says the exact install line."""
-
+from relay.conffiles import CONF_DIR
 
 class ServerStartError(LonewatchError, RuntimeError):
     """A server did not start or did not accept connections in time."""
-
-
-def find_binary(name: str) -> str:
-    """Path of ``name`` on PATH or in /usr/sbin.
-
-    Raises:
-        MissingServerError: with ``sudo apt-get install -y <package>`` as the fix.
-    """
-    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin")
-    if not found:
-        pkg = PACKAGES.get(name, name)
-        raise MissingServerError(f"{name} is not installed; install it with: sudo apt-get install -y {pkg}")
-    return found
 
 
 def free_port() -> int:

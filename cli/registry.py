@@ -2,7 +2,7 @@
 
 Both talk to the relay's Redis: ``--redis URL`` (or ``LONEWATCH_REDIS_URL``), else the
 ``[redis] url`` of ``-c relay.toml`` (default ``/etc/lonewatch/relay.toml``). Human output by
-default, ``--json`` for scripts. Exit codes as :mod:`relay.cli`: 0 done, 1 the thing asked
+default, ``--json`` for scripts. Exit codes as :mod:`cli.main`: 0 done, 1 the thing asked
 for did not happen (unknown alarm, already closed), 2 usage or validation error (file:line),
 3 Redis unreachable.
 """
@@ -33,8 +33,8 @@ def _redis_options(fn: Callable) -> Callable:
 
 
 def _store(config_path: str, redis_url: str | None):
-    from .config import load_relay_config
-    from .store import Store
+    from relay.config import load_relay_config
+    from relay.store import Store
 
     if not redis_url:
         try:
@@ -58,7 +58,7 @@ def _guard(fn: Callable[[], Any]) -> Any:
     """Run ``fn`` and turn registry/Redis errors into messages and exit codes."""
     from protocol.configfile import ConfigError
 
-    from .store import StoreError
+    from relay.store import StoreError
 
     try:
         return fn()
@@ -100,7 +100,7 @@ def registry_import(path: str, replace: bool, as_json: bool, config_path: str, r
     Example:
       lonewatch registry import registry.toml --redis redis://localhost:6379/0
     """
-    from .registry import RegistryStore, import_registry_file, load_registry_toml
+    from relay.registry import RegistryStore, import_registry_file, load_registry_toml
 
     if replace:
         _guard(lambda: load_registry_toml(path))  # the file alone must be complete
@@ -124,7 +124,7 @@ def registry_export(output: str | None, config_path: str, redis_url: str | None)
     Example:
       lonewatch registry export -o registry-backup.toml
     """
-    from .registry import RegistryStore, dump_registry_toml
+    from relay.registry import RegistryStore, dump_registry_toml
 
     store = _store(config_path, redis_url)
     text = dump_registry_toml(_guard(lambda: RegistryStore(store).load()))
@@ -148,7 +148,7 @@ def registry_list(kind: str, as_json: bool, config_path: str, redis_url: str | N
     Example:
       lonewatch registry list sites
     """
-    from .registry import RegistryStore
+    from relay.registry import RegistryStore
 
     store = _store(config_path, redis_url)
     data = _guard(lambda: RegistryStore(store).load()).to_dict()
@@ -179,7 +179,7 @@ def registry_add() -> None:
 
 
 def _change(config_path: str, redis_url: str | None, edit: Callable[[dict[str, Any]], None], what: str) -> None:
-    from .registry import RegistryStore
+    from relay.registry import RegistryStore
 
     store = _store(config_path, redis_url)
     _guard(lambda: RegistryStore(store).change(edit))
@@ -390,7 +390,7 @@ def alarm_list(all_: bool, limit: int, as_json: bool, config_path: str, redis_ur
     Example:
       lonewatch alarm list --all --json
     """
-    from .alarms import AlarmStore
+    from relay.alarms import AlarmStore
 
     store = _store(config_path, redis_url)
     alarms = _guard(lambda: AlarmStore(store).recent(limit, open_only=not all_))
@@ -421,7 +421,7 @@ def alarm_ack(alarm_id: str, by: str, as_json: bool, config_path: str, redis_url
     Example:
       lonewatch alarm ack lw-0001:42 --by "Per Jensen"
     """
-    from .alarms import AlarmStore
+    from relay.alarms import AlarmStore
 
     if not by.strip():
         raise click.BadParameter("must not be empty", param_hint="--by")
@@ -450,7 +450,7 @@ def alarm_history(alarm_id: str, as_json: bool, config_path: str, redis_url: str
     Example:
       lonewatch alarm history lw-0001:42
     """
-    from .alarms import AlarmStore
+    from relay.alarms import AlarmStore
 
     store = _store(config_path, redis_url)
     entries = _guard(lambda: AlarmStore(store).history(alarm_id))

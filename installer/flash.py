@@ -1,6 +1,6 @@
 """``lonewatch flash``: write a Raspberry Pi OS image to an SD card (or an image file), check
 what landed, then put the device's configuration and a first-boot step into the card's FAT
-boot partition (:mod:`relay.bootpart`).
+boot partition (:mod:`installer.bootpart`).
 
 Safety first — a wrong target destroys somebody's disk. :func:`probe_target` refuses:
 

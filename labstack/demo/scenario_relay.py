@@ -81,7 +81,7 @@ def _wait_log(path: Path, text: str, timeout_s: float) -> bool:
 def relay_failover(stack: DemoStack) -> bool:
     import redis
 
-    from ..store import DISPATCH, GROUP
+    from relay.store import DISPATCH, GROUP
 
     tl = stack.tl
     if stack.local_arc is None:

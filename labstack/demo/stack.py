@@ -21,9 +21,9 @@ from typing import Any
 from protocol.errors import LonewatchError
 from protocol.sia import parse_position, parse_position_text
 
-from ..arc import ArcResult
-from ..localstack import Mosquitto, RedisServer, free_port
-from ..timeline import Timeline
+from relay.arc import ArcResult
+from labstack.servers import Mosquitto, RedisServer, free_port
+from labstack.timeline import Timeline
 
 log = logging.getLogger(__name__)
 
@@ -275,10 +275,10 @@ class DemoStack:
         from gpiozero.pins.mock import MockFactory
 
         from device.config import DeviceConfig
-        from device.modem.simulator import ModemSimulator
+        from modem.simulator import ModemSimulator
 
-        from ..app import build_service
-        from ..config import load_relay_config
+        from relay.app import build_service
+        from relay.config import load_relay_config
 
         tl, st = self.tl, self._stack
         self.relay_password, self.device_password = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
@@ -336,7 +336,7 @@ class DemoStack:
     def start_device(self):
         """Start (or restart) the device daemon on the same pins, modem and state dir."""
         from device.daemon import DeviceDaemon
-        from device.modem.at import Modem
+        from modem.at import Modem
 
         device = DeviceDaemon(self.device_config, pin_factory=self.factory, modem=Modem(self.sim.port, flavour="sim7600"),
                               observer=self._observe_device)  # fmt: skip
@@ -394,7 +394,7 @@ class DemoStack:
     def _watch_contact_sms(self) -> None:
         """Record ``contact_sms`` (number, first line, parts) for each complete SMS the relay
         sends through its modem."""
-        from device.modem import sms
+        from modem import sms
 
         stop = threading.Event()
         self.contact_sms: list[tuple[str, str]] = []
@@ -425,7 +425,7 @@ class DemoStack:
                   mode: str = "on_shift") -> float:  # fmt: skip
         """Give the in-process relay short supervision intervals (the demo's stand-in for a
         ``[supervision]`` section); returns the lost-contact limit in seconds."""
-        from ..store import SupervisionPolicy
+        from relay.store import SupervisionPolicy
 
         store = self.relay.store
         store.supervision = SupervisionPolicy(alive_interval_s=alive_interval_s, missed_alives=missed_alives, grace_s=grace_s,
@@ -468,7 +468,7 @@ class DemoStack:
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
         log = open(self.workdir / f"relay-{instance}.log", "ab")  # noqa: SIM115 - closed with the stack
-        proc = subprocess.Popen([sys.executable, "-c", "from relay.cli import main; main()", "-v", "relay", "run", "-c", str(path)],
+        proc = subprocess.Popen([sys.executable, "-c", "from cli.main import main; main()", "-v", "relay", "run", "-c", str(path)],
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
 
         def stop() -> None:
