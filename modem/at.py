@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import serial
 
@@ -35,6 +35,7 @@ from .errors import (
     ModemGone,
     ModemReplyError,
     ModemTimeout,
+    SerialConsoleError,
     SimLocked,
     parse_error_line,
 )
@@ -58,6 +59,7 @@ from .replies import (
     redact,
 )
 from .sms_send import SmsSending
+from .symptoms import sim_pin_required
 
 __all__ = [
     "CME_MEANINGS",
@@ -73,6 +75,7 @@ __all__ = [
     "ModemReplyError",
     "ModemTimeout",
     "Registration",
+    "SerialConsoleError",
     "Signal",
     "SimLocked",
     "UERE_M",
@@ -86,6 +89,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+_T = TypeVar("_T")
 Flavour = Literal["sim7600", "quectel"]
 FLAVOURS = ("auto", "sim7600", "quectel")
 
@@ -141,6 +145,90 @@ class Modem(SmsSending, AtLink):
         #: 2 verbose ``+CME ERROR: <text>``, 1 numeric, 0 plain ``ERROR`` (set by :meth:`init`).
         self.error_mode = 0
         self._init_sms_state()
+        self._pin: str | None = None  # for re-initialising after a restart; never logged
+        self._initialised = False
+        self._in_init = False
+        self._pin_entered = False
+        self._gnss_wanted = False
+        self._reset_reason: str | None = None
+        self._recovery_depth = 0
+        #: How often the driver found the modem restarted and initialised it again.
+        self.reinits = 0
+        #: What showed the last restart (a URC such as ``RDY`` or an error text), or None.
+        self.last_reset: str | None = None
+        #: How often GNSS was found off and switched on again by :meth:`gnss`.
+        self.gnss_restarts = 0
+
+    @property
+    def initialised(self) -> bool:
+        """True after a successful :meth:`init` until a re-initialisation fails."""
+        return self._initialised
+
+    # -- restarts of the modem (port stays) ----------------------------------------------------
+
+    def _on_reset_sign(self, line: str, strength: str) -> None:
+        """Reader thread: ``line`` says the modem restarted (power-on sequence of the SIM7600 /
+        EC25 manuals). Weak signs (``SMS DONE`` …) are ignored after our own PIN entry, which
+        produces them too. The next command re-initialises first."""
+        if strength == "weak" and self._pin_entered:
+            return
+        if self._initialised and self._reset_reason is None:
+            log.warning("modem sent %r: it restarted; initialising it again before the next "
+                        "command", line)
+        self._reset_reason = self._reset_reason or line
+
+    def command(self, cmd: str, timeout_s: float | None = None) -> list[str]:
+        """As :meth:`modem.link.AtLink.command`, and: a modem that restarted since :meth:`init`
+        (boot URCs, or this command failing with "SIM PIN required" — ``+CME ERROR: 11`` /
+        ``+CMS ERROR: 311``) is initialised again (echo off, verbose errors, PIN, GNSS on)
+        before the command, which is then sent (again) once. Raises what ``command`` and
+        :meth:`init` raise."""
+        return self._with_recovery(lambda: AtLink.command(self, cmd, timeout_s))
+
+    def _with_recovery(self, attempt: Callable[[], _T]) -> _T:
+        """Run ``attempt`` after any pending re-initialisation; after "SIM PIN required" once
+        more after one. Only the outermost call retries (an SMS part is retried whole, not
+        each of its commands)."""
+        self.recover_if_restarted()
+        with self._cmd_lock:
+            self._recovery_depth += 1
+            try:
+                try:
+                    return attempt()
+                except (CmeError, CmsError) as exc:
+                    if (not sim_pin_required(exc) or self._in_init or not self._initialised
+                            or self._recovery_depth > 1):
+                        raise
+                    log.warning("modem says %s: it restarted; initialising it again", exc)
+                    self._reset_reason = self._reset_reason or str(exc)
+                self.recover_if_restarted()
+                return attempt()
+            finally:
+                self._recovery_depth -= 1
+
+    def recover_if_restarted(self) -> bool:
+        """If a restart was seen since the last :meth:`init`, run it again with the same PIN
+        and switch GNSS on again if :meth:`start_gnss` had. Returns whether it did.
+
+        Raises what :meth:`init` raises (SimLocked, CmeError, ModemTimeout …); GNSS errors
+        other than timeouts and a vanished port are logged, not raised.
+        """
+        with self._cmd_lock:
+            reason = self._reset_reason
+            if reason is None or self._in_init or not self._initialised:
+                return False
+            self.reinits += 1
+            self.last_reset = self._scrub(reason)
+            self.init(self._pin)
+            if self._gnss_wanted:
+                try:
+                    self.start_gnss()
+                except (ModemTimeout, ModemGone):
+                    raise
+                except ModemError as exc:
+                    log.warning("could not switch GNSS on again after the restart: %s", exc)
+            log.info("modem initialised again after a restart (%s)", self.last_reset)
+            return True
 
     def __enter__(self) -> Modem:
         self.open()
@@ -155,13 +243,29 @@ class Modem(SmsSending, AtLink):
         ``AT+CMEE=2`` (falling back to ``=1``, then plain ``ERROR`` if unsupported),
         ``AT+CPIN?`` with SIM-busy back-off, ``AT+CPIN="…"`` if a PIN is needed and given.
         Registration URC settings are left as they are: they are routed to the URC handler and
-        :meth:`registration` reads either form. Returns ``"READY"``.
+        :meth:`registration` reads either form. Returns ``"READY"``. The PIN is kept (in
+        memory, never logged: every logged line is scrubbed of it) so that a modem that
+        restarts later is initialised again by the next command (:meth:`command`).
 
         Raises:
             SimLocked: the SIM needs a PIN that was not given, or a PUK.
             CmeError: e.g. 10 SIM not inserted, 16 incorrect password.
+            SerialConsoleError: a Linux login console answers on the port, not a modem.
             ModemTimeout / ModemGone.
         """
+        with self._cmd_lock:
+            self._in_init, self._initialised, self._pin_entered = True, False, False
+            try:
+                state = self._init(pin)
+            finally:
+                self._in_init = False
+            self._pin, self._initialised = pin, True
+            return state
+
+    def _init(self, pin: str | None) -> str:
+        self._sms_pdu_mode = False
+        if pin:
+            self._secrets = (pin,)
         for attempt in range(3):
             try:
                 self.command("AT", timeout_s=min(self.default_timeout_s, 2.0))
@@ -169,6 +273,8 @@ class Modem(SmsSending, AtLink):
             except ModemTimeout:
                 if attempt == 2:
                     raise
+        # Boot URCs that came before this OK belong to the start-up being handled now.
+        self._reset_reason = None
         self.command("ATE0")
         self.error_mode = 0
         for mode in (2, 1):
@@ -207,6 +313,8 @@ class Modem(SmsSending, AtLink):
         is not 4–8 digits."""
         if not isinstance(pin, str) or not _PIN_RE.fullmatch(pin):
             raise ValueError("SIM PIN must be 4-8 digits")
+        self._secrets = (pin,)
+        self._pin_entered = True  # "+CPIN: READY", "SMS DONE", "PB DONE" follow: not a restart
         self._retry_sim_busy(f'AT+CPIN="{pin}"')
 
     def _retry_sim_busy(self, cmd: str) -> list[str]:
@@ -310,7 +418,9 @@ class Modem(SmsSending, AtLink):
                          "set flavour='sim7600' or 'quectel'")
 
     def start_gnss(self) -> None:
-        """Switch the GNSS engine on (``AT+CGPS=1`` / ``AT+QGPS=1``); already on is fine."""
+        """Switch the GNSS engine on (``AT+CGPS=1`` / ``AT+QGPS=1``); already on is fine. It is
+        switched on again after a restart of the modem (:meth:`recover_if_restarted`) and when
+        :meth:`gnss` finds it off."""
         try:
             if self.flavour == "sim7600":
                 self.command("AT+CGPS=1")
@@ -325,25 +435,48 @@ class Modem(SmsSending, AtLink):
             if self.flavour != "sim7600":
                 raise
             # SIM7600 answers plain ERROR when GNSS is already on: check.
-            line = _one("AT+CGPS?", self.command("AT+CGPS?"), "+CGPS")
-            if not _fields("AT+CGPS?", line, 1)[0].strip() == "1":
+            if not self._sim7600_gnss_on():
                 raise
+        self._gnss_wanted = True
+
+    def _sim7600_gnss_on(self) -> bool:
+        line = _one("AT+CGPS?", self.command("AT+CGPS?"), "+CGPS")
+        return _fields("AT+CGPS?", line, 1)[0].strip() == "1"
 
     def gnss(self) -> GnssFix | None:
         """Current GNSS fix, or None when there is none yet.
 
-        SIM7600: ``AT+CGPSINFO`` (``,,,,,,,,`` = no fix; no HDOP, so ``accuracy_m`` is None).
-        Quectel: ``AT+QGPSLOC=2`` (``+CME ERROR: 516`` = no fix; accuracy = HDOP × 5 m).
-        Raises ModemReplyError on a garbled reply; CmeError e.g. 505 when GNSS is off.
+        SIM7600: ``AT+CGPSINFO`` (``,,,,,,,,`` = no fix; no HDOP, so ``accuracy_m`` is None);
+        with no fix, ``AT+CGPS?`` tells whether the engine is off (SIMCom SIM7600 AT manual).
+        Quectel: ``AT+QGPSLOC=2`` (``+CME ERROR: 516`` = no fix; accuracy = HDOP × 5 m;
+        ``+CME ERROR: 505`` "session not active" = the engine is off; Quectel EC25 GNSS AT
+        manual). Both number formats are read (:func:`modem.replies.parse_qgpsloc`,
+        :func:`modem.replies.parse_cgpsinfo`). An engine found off (a restart switched it off)
+        is switched on again and None returned: no fix *yet*, counted in
+        :attr:`gnss_restarts`.
+
+        Raises ModemReplyError on a garbled reply; CmeError for other GNSS errors; ModemTimeout
+        / ModemGone.
         """
         if self.flavour == "sim7600":
             cmd = "AT+CGPSINFO"
-            return parse_cgpsinfo(cmd, _one(cmd, self.command(cmd), "+CGPSINFO"))
+            fix = parse_cgpsinfo(cmd, _one(cmd, self.command(cmd), "+CGPSINFO"))
+            if fix is None and not self._sim7600_gnss_on():
+                self._restart_gnss("AT+CGPS? says the engine is off")
+            return fix
         cmd = "AT+QGPSLOC=2"
         try:
             lines = self.command(cmd)
         except CmeError as exc:
             if exc.code == 516:  # "Not fixed now"
                 return None
+            if exc.code == 505:  # "Session not active": the engine is off
+                self._restart_gnss(str(exc))
+                return None
             raise
         return parse_qgpsloc(cmd, _one(cmd, lines, "+QGPSLOC"))
+
+    def _restart_gnss(self, why: str) -> None:
+        log.warning("GNSS was off (%s); switching it on again", why)
+        self.gnss_restarts += 1
+        self.start_gnss()
