@@ -160,6 +160,14 @@ class Modem(SmsSending, GnssCommands, AtLink):
         self.last_reset: str | None = None
         #: How often GNSS was found off and switched on again by :meth:`gnss`.
         self.gnss_restarts = 0
+        self._reinit_listeners: list[Callable[[Modem], None]] = []
+
+    def add_reinit_listener(self, listener: Callable[[Modem], None]) -> None:
+        """Call ``listener(modem)`` after every re-initialisation the driver does itself
+        (:meth:`recover_if_restarted`), in the thread that triggered it with the command lock
+        held: restore the owner's own modem settings there (``AT+CNMI`` …) with
+        :meth:`command`. An exception it raises is logged, never fatal."""
+        self._reinit_listeners.append(listener)
 
     @property
     def initialised(self) -> bool:
@@ -229,6 +237,11 @@ class Modem(SmsSending, GnssCommands, AtLink):
                     raise
                 except ModemError as exc:
                     log.warning("could not switch GNSS on again after the restart: %s", exc)
+            for listener in self._reinit_listeners:
+                try:
+                    listener(self)
+                except Exception:  # an owner's hook never breaks the command that follows
+                    log.exception("modem re-initialisation listener failed")
             log.info("modem initialised again after a restart (%s)", self.last_reset)
             return True
 

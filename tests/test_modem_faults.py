@@ -449,3 +449,23 @@ def test_reset_signs() -> None:
     assert reset_sign("+CPIN: NOT READY") == "strong" and reset_sign("SMS DONE") == "weak"
     assert reset_sign("+QIND: PB DONE") == "weak" and reset_sign("+CPIN: READY") == "weak"
     assert reset_sign("RING") is None and reset_sign('+CMTI: "SM",1') is None
+
+
+def test_relay_sms_channel_survives_a_modem_restart(pinned: ModemSimulator) -> None:
+    """The relay's ``sms-modem`` channel (contacts' SMS) on the same driver: after a restart
+    its own settings (PDU mode, new-SMS indications) are restored by the re-init hook."""
+    from relay.notify.sms_modem import ModemSmsChannel
+
+    ch = ModemSmsChannel(pinned.port, flavour="sim7600", sim_pin=PIN, poll_s=60, send_timeout_s=FAST)
+    try:
+        assert ch.send("+4520110001", "", "first").ok
+        n = len(pinned.commands())
+        pinned.reset()
+        assert wait_for(lambda: ch._modem._reset_reason is not None, 5)  # noqa: SLF001
+        result = ch.send("+4520110001", "", "after the restart")
+        assert result.ok, result
+        redo = pinned.commands()[n:]
+        assert f'AT+CPIN="{PIN}"' in redo and "AT+CNMI=2,1,0,0,0" in redo
+        assert [t for _, t in pinned.sent_sms] == ["first", "after the restart"]
+    finally:
+        ch.stop()
