@@ -189,6 +189,8 @@ class Modem:
         self.error_mode = 0
         #: Exceptions raised by ``urc_handler`` (logged, never fatal).
         self.urc_handler_errors = 0
+        #: More URC listeners, called like ``urc_handler`` after it (issue 11: :mod:`modem.voice`).
+        self.urc_listeners: list[Callable[[str], None]] = []
         self._sms_pdu_mode = False
         self._sms_reference = random.randrange(256)
 
@@ -324,6 +326,12 @@ class Modem:
             except Exception:  # a failing callback is counted, never fatal
                 self.urc_handler_errors += 1
                 log.exception("modem URC handler failed on %r", line)
+        for listener in list(self.urc_listeners):
+            try:
+                listener(line)
+            except Exception:  # same rule as urc_handler
+                self.urc_handler_errors += 1
+                log.exception("modem URC listener failed on %r", line)
 
     def _finish(self, p: _Pending, final: str) -> None:
         """Complete ``p`` (state lock held)."""

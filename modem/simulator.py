@@ -33,6 +33,7 @@ from types import TracebackType
 from typing import Literal
 
 from modem import sms
+from modem.sim_calls import SimCalls
 
 Where = Literal["before", "between", "after"]
 
@@ -124,6 +125,8 @@ class ModemSimulator:
         self._vanish = threading.Event()
         self._abort = threading.Event()  # set by stop() and vanish(): cuts delays short
         self.port = ""
+        #: The voice-call model (issue 11, :mod:`modem.sim_calls`).
+        self.calls = SimCalls(self)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -623,6 +626,9 @@ class ModemSimulator:
                 arg = up[8:]
                 valid = arg.isdigit() if self._cmgf == 0 else arg.startswith('"')
                 return [], ">" if valid else "+CMS ERROR: 304", []
+            call_reply = self.calls.handle(cmd, up)
+            if call_reply is not None:
+                return call_reply
             if self._flavour == "sim7600":
                 return self._sim7600_gnss(up)
             return self._quectel_gnss(up)
