@@ -59,6 +59,10 @@ URC_PREFIXES = frozenset({
     "+CGPSINFO", "+CGNSSINFO", "+SIMCARD", "+QIND", "+QUSIM", "+QGPSURC", "+QIURC", "+PSUTTZ",
     "*PSUTTZ", "^RSSI", "^MODE", "^BOOT", "^SYSSTART", "^SRVST", "DST",
 })
+#: Voice-call URCs (issue 11, :mod:`modem.calls`): SIM7600 ``VOICE CALL: BEGIN/END``,
+#: ``MISSED_CALL``, ``+RXDTMF``; Quectel ``+QTONEDET``; unsolicited ``+CLCC`` (AT+CLCC=1).
+URC_PREFIXES = URC_PREFIXES | frozenset({"VOICE CALL", "MISSED_CALL", "+RXDTMF", "+DTMF",
+                                         "+QTONEDET", "+CLCC"})
 
 _NAME_RE = re.compile(r"^AT([+^$*#%][A-Z0-9]+)", re.IGNORECASE)
 _SECRET_RE = re.compile(r"^(AT\+(?:CPIN2?|CPWD|CLCK)=).*$", re.IGNORECASE)
