@@ -65,6 +65,13 @@ Status = Literal["pass", "warn", "fail", "skip"]
 CLOCK_LIMIT_S = 20.0
 #: Signal thresholds in dBm: below FAIL is too weak for reliable alarms, below WARN marginal.
 SIGNAL_FAIL_DBM, SIGNAL_WARN_DBM = -105, -95
+#: How to free the modem's UART from the Pi's serial console (SPEC §7).
+SERIAL_CONSOLE_FIX = ("disable the serial console on this UART: `sudo raspi-config` → Interface Options → Serial Port → "
+                      "login shell over serial: No, serial port hardware: Yes (or `sudo raspi-config nonint "
+                      "do_serial_cons 1`); or remove `console=serial0,115200` from /boot/firmware/cmdline.txt "
+                      "(/boot/cmdline.txt on older releases) and `sudo systemctl disable --now serial-getty@ttyS0`; "
+                      "then reboot")
+
 CHECK_NAMES = ("config", "button", "modem.port", "modem.sim", "modem.registration", "modem.signal",
                "modem.gnss", "broker", "relay", "clock")
 #: Groups accepted by ``--skip``.
@@ -417,7 +424,7 @@ class Doctor:
             button.close()
 
     def _modem(self) -> None:
-        from modem.at import CmeError, Modem, ModemError, ModemGone, ModemTimeout, SimLocked
+        from modem.at import CmeError, Modem, ModemError, ModemGone, ModemTimeout, SerialConsoleError, SimLocked
 
         mc = self.cfg.modem
         modem = Modem(mc.port, mc.baudrate, flavour=mc.flavour)
@@ -429,6 +436,10 @@ class Doctor:
                 self._add(Check("modem.port", "fail", f"cannot open {mc.port}: {exc}",
                                 "is the modem powered and plugged in? `ls -l /dev/lonewatch-modem` — install "
                                 "hardware/99-lonewatch-modem.rules, or set [modem] port"))
+                return
+            except SerialConsoleError as exc:
+                self._add(Check("modem.port", "fail", f"a Linux login console answers on {mc.port}, not the modem "
+                                f"(saw {exc.evidence!r})", SERIAL_CONSOLE_FIX))
                 return
             except ModemTimeout:
                 self._add(Check("modem.port", "fail", f"no answer to AT on {mc.port}",

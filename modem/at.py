@@ -10,8 +10,12 @@ The driver is built in layers, one module each:
 * :mod:`modem.link` — :class:`~modem.link.AtLink`, the AT channel: port, reader thread, line
   classification, :meth:`~modem.link.AtLink.command`, URC routing (``urc_handler``, listeners);
 * :mod:`modem.replies` / :mod:`modem.errors` — pure reply parsing and typed errors;
+* :mod:`modem.routing` — the reader thread's side of the channel (line routing);
+* :mod:`modem.symptoms` — recognising noise, a restart, a login console (pure);
 * :mod:`modem.sms_send` — SMS submit (PDU and text mode);
-* this module — :class:`Modem`: set-up, SIM, signal, registration, GNSS.
+* :mod:`modem.gnss_cmds` — flavour detection, GNSS on, fixes;
+* this module — :class:`Modem`: set-up, SIM, signal, registration, and re-initialising a
+  modem that restarted.
 
 Everything is re-exported here so ``from modem.at import Modem, ModemError, ModemGone, …``
 keeps working.
@@ -20,9 +24,8 @@ keeps working.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, TypeVar
 
 import serial
 
@@ -35,6 +38,7 @@ from .errors import (
     ModemGone,
     ModemReplyError,
     ModemTimeout,
+    SerialConsoleError,
     SimLocked,
     parse_error_line,
 )
@@ -57,7 +61,9 @@ from .replies import (
     parse_qgpsloc,
     redact,
 )
+from .gnss_cmds import FLAVOURS, Flavour, GnssCommands
 from .sms_send import SmsSending
+from .symptoms import sim_pin_required
 
 __all__ = [
     "CME_MEANINGS",
@@ -73,6 +79,7 @@ __all__ = [
     "ModemReplyError",
     "ModemTimeout",
     "Registration",
+    "SerialConsoleError",
     "Signal",
     "SimLocked",
     "UERE_M",
@@ -86,11 +93,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Flavour = Literal["sim7600", "quectel"]
-FLAVOURS = ("auto", "sim7600", "quectel")
+_T = TypeVar("_T")
 
 
-class Modem(SmsSending, AtLink):
+class Modem(SmsSending, GnssCommands, AtLink):
     """An AT modem on a serial port (SPEC §2).
 
     Args:
@@ -141,6 +147,103 @@ class Modem(SmsSending, AtLink):
         #: 2 verbose ``+CME ERROR: <text>``, 1 numeric, 0 plain ``ERROR`` (set by :meth:`init`).
         self.error_mode = 0
         self._init_sms_state()
+        self._pin: str | None = None  # for re-initialising after a restart; never logged
+        self._initialised = False
+        self._in_init = False
+        self._pin_entered = False
+        self._gnss_wanted = False
+        self._reset_reason: str | None = None
+        self._recovery_depth = 0
+        #: How often the driver found the modem restarted and initialised it again.
+        self.reinits = 0
+        #: What showed the last restart (a URC such as ``RDY`` or an error text), or None.
+        self.last_reset: str | None = None
+        #: How often GNSS was found off and switched on again by :meth:`gnss`.
+        self.gnss_restarts = 0
+        self._reinit_listeners: list[Callable[[Modem], None]] = []
+
+    def add_reinit_listener(self, listener: Callable[[Modem], None]) -> None:
+        """Call ``listener(modem)`` after every re-initialisation the driver does itself
+        (:meth:`recover_if_restarted`), in the thread that triggered it with the command lock
+        held: restore the owner's own modem settings there (``AT+CNMI`` …) with
+        :meth:`command`. An exception it raises is logged, never fatal."""
+        self._reinit_listeners.append(listener)
+
+    @property
+    def initialised(self) -> bool:
+        """True after a successful :meth:`init` until a re-initialisation fails."""
+        return self._initialised
+
+    # -- restarts of the modem (port stays) ----------------------------------------------------
+
+    def _on_reset_sign(self, line: str, strength: str) -> None:
+        """Reader thread: ``line`` says the modem restarted (power-on sequence of the SIM7600 /
+        EC25 manuals). Weak signs (``SMS DONE`` …) are ignored after our own PIN entry, which
+        produces them too. The next command re-initialises first."""
+        if strength == "weak" and self._pin_entered:
+            return
+        if self._initialised and self._reset_reason is None:
+            log.warning("modem sent %r: it restarted; initialising it again before the next "
+                        "command", line)
+        self._reset_reason = self._reset_reason or line
+
+    def command(self, cmd: str, timeout_s: float | None = None) -> list[str]:
+        """As :meth:`modem.link.AtLink.command`, and: a modem that restarted since :meth:`init`
+        (boot URCs, or this command failing with "SIM PIN required" — ``+CME ERROR: 11`` /
+        ``+CMS ERROR: 311``) is initialised again (echo off, verbose errors, PIN, GNSS on)
+        before the command, which is then sent (again) once. Raises what ``command`` and
+        :meth:`init` raise."""
+        return self._with_recovery(lambda: AtLink.command(self, cmd, timeout_s))
+
+    def _with_recovery(self, attempt: Callable[[], _T]) -> _T:
+        """Run ``attempt`` after any pending re-initialisation; after "SIM PIN required" once
+        more after one. Only the outermost call retries (an SMS part is retried whole, not
+        each of its commands)."""
+        self.recover_if_restarted()
+        with self._cmd_lock:
+            self._recovery_depth += 1
+            try:
+                try:
+                    return attempt()
+                except (CmeError, CmsError) as exc:
+                    if (not sim_pin_required(exc) or self._in_init or not self._initialised
+                            or self._recovery_depth > 1):
+                        raise
+                    log.warning("modem says %s: it restarted; initialising it again", exc)
+                    self._reset_reason = self._reset_reason or str(exc)
+                self.recover_if_restarted()
+                return attempt()
+            finally:
+                self._recovery_depth -= 1
+
+    def recover_if_restarted(self) -> bool:
+        """If a restart was seen since the last :meth:`init`, run it again with the same PIN
+        and switch GNSS on again if :meth:`start_gnss` had. Returns whether it did.
+
+        Raises what :meth:`init` raises (SimLocked, CmeError, ModemTimeout …); GNSS errors
+        other than timeouts and a vanished port are logged, not raised.
+        """
+        with self._cmd_lock:
+            reason = self._reset_reason
+            if reason is None or self._in_init or not self._initialised:
+                return False
+            self.reinits += 1
+            self.last_reset = self._scrub(reason)
+            self.init(self._pin)
+            if self._gnss_wanted:
+                try:
+                    self.start_gnss()
+                except (ModemTimeout, ModemGone):
+                    raise
+                except ModemError as exc:
+                    log.warning("could not switch GNSS on again after the restart: %s", exc)
+            for listener in self._reinit_listeners:
+                try:
+                    listener(self)
+                except Exception:  # an owner's hook never breaks the command that follows
+                    log.exception("modem re-initialisation listener failed")
+            log.info("modem initialised again after a restart (%s)", self.last_reset)
+            return True
 
     def __enter__(self) -> Modem:
         self.open()
@@ -155,13 +258,29 @@ class Modem(SmsSending, AtLink):
         ``AT+CMEE=2`` (falling back to ``=1``, then plain ``ERROR`` if unsupported),
         ``AT+CPIN?`` with SIM-busy back-off, ``AT+CPIN="…"`` if a PIN is needed and given.
         Registration URC settings are left as they are: they are routed to the URC handler and
-        :meth:`registration` reads either form. Returns ``"READY"``.
+        :meth:`registration` reads either form. Returns ``"READY"``. The PIN is kept (in
+        memory, never logged: every logged line is scrubbed of it) so that a modem that
+        restarts later is initialised again by the next command (:meth:`command`).
 
         Raises:
             SimLocked: the SIM needs a PIN that was not given, or a PUK.
             CmeError: e.g. 10 SIM not inserted, 16 incorrect password.
+            SerialConsoleError: a Linux login console answers on the port, not a modem.
             ModemTimeout / ModemGone.
         """
+        with self._cmd_lock:
+            self._in_init, self._initialised, self._pin_entered = True, False, False
+            try:
+                state = self._init(pin)
+            finally:
+                self._in_init = False
+            self._pin, self._initialised = pin, True
+            return state
+
+    def _init(self, pin: str | None) -> str:
+        self._sms_pdu_mode = False
+        if pin:
+            self._secrets = (pin,)
         for attempt in range(3):
             try:
                 self.command("AT", timeout_s=min(self.default_timeout_s, 2.0))
@@ -169,6 +288,8 @@ class Modem(SmsSending, AtLink):
             except ModemTimeout:
                 if attempt == 2:
                     raise
+        # Boot URCs that came before this OK belong to the start-up being handled now.
+        self._reset_reason = None
         self.command("ATE0")
         self.error_mode = 0
         for mode in (2, 1):
@@ -207,6 +328,8 @@ class Modem(SmsSending, AtLink):
         is not 4–8 digits."""
         if not isinstance(pin, str) or not _PIN_RE.fullmatch(pin):
             raise ValueError("SIM PIN must be 4-8 digits")
+        self._secrets = (pin,)
+        self._pin_entered = True  # "+CPIN: READY", "SMS DONE", "PB DONE" follow: not a restart
         self._retry_sim_busy(f'AT+CPIN="{pin}"')
 
     def _retry_sim_busy(self, cmd: str) -> list[str]:
@@ -282,68 +405,3 @@ class Modem(SmsSending, AtLink):
         if not found:
             raise last_error or ModemError("no registration query answered")
         return min(found, key=lambda r: _UNREG_RANK.index(r.state))
-
-    # -- GNSS ----------------------------------------------------------------------------------
-
-    @property
-    def flavour(self) -> Flavour:
-        """``"sim7600"`` or ``"quectel"``; with ``flavour="auto"`` asked once via ATI/AT+CGMM."""
-        if self._flavour is None:
-            self._flavour = self._detect_flavour()
-        return self._flavour
-
-    def _detect_flavour(self) -> Flavour:
-        seen: list[str] = []
-        for cmd in ("ATI", "AT+CGMM"):
-            try:
-                text = " ".join(self.command(cmd)).lower()
-            except (ModemTimeout, ModemGone):
-                raise
-            except ModemError:
-                continue
-            seen.append(text)
-            if "simcom" in text or "sim7" in text:
-                return "sim7600"
-            if "quectel" in text or re.search(r"\b(ec2|eg2|eg9|bg9|em0|ep0)", text):
-                return "quectel"
-        raise ModemError(f"cannot tell the modem's flavour from ATI/AT+CGMM: {seen!r}; "
-                         "set flavour='sim7600' or 'quectel'")
-
-    def start_gnss(self) -> None:
-        """Switch the GNSS engine on (``AT+CGPS=1`` / ``AT+QGPS=1``); already on is fine."""
-        try:
-            if self.flavour == "sim7600":
-                self.command("AT+CGPS=1")
-            else:
-                self.command("AT+QGPS=1")
-        except CmeError as exc:
-            if exc.code != 504:  # Quectel: session is ongoing
-                raise
-        except (ModemTimeout, ModemGone):
-            raise
-        except ModemError:
-            if self.flavour != "sim7600":
-                raise
-            # SIM7600 answers plain ERROR when GNSS is already on: check.
-            line = _one("AT+CGPS?", self.command("AT+CGPS?"), "+CGPS")
-            if not _fields("AT+CGPS?", line, 1)[0].strip() == "1":
-                raise
-
-    def gnss(self) -> GnssFix | None:
-        """Current GNSS fix, or None when there is none yet.
-
-        SIM7600: ``AT+CGPSINFO`` (``,,,,,,,,`` = no fix; no HDOP, so ``accuracy_m`` is None).
-        Quectel: ``AT+QGPSLOC=2`` (``+CME ERROR: 516`` = no fix; accuracy = HDOP × 5 m).
-        Raises ModemReplyError on a garbled reply; CmeError e.g. 505 when GNSS is off.
-        """
-        if self.flavour == "sim7600":
-            cmd = "AT+CGPSINFO"
-            return parse_cgpsinfo(cmd, _one(cmd, self.command(cmd), "+CGPSINFO"))
-        cmd = "AT+QGPSLOC=2"
-        try:
-            lines = self.command(cmd)
-        except CmeError as exc:
-            if exc.code == 516:  # "Not fixed now"
-                return None
-            raise
-        return parse_qgpsloc(cmd, _one(cmd, lines, "+QGPSLOC"))

@@ -1,12 +1,15 @@
 """Byte stream → AT response lines (ITU-T V.250 §5.7 framing), with no port and no thread.
 
 A modem frames every information line and result code as ``<CR><LF>text<CR><LF>``; echo of a
-command ends with ``<CR>``. :class:`LineFramer` cuts the stream at every CR or LF, decodes as
-UTF-8 (undecodable bytes become U+FFFD) and drops empty lines. What is left without a line end
-(the SMS ``> `` prompt of 3GPP TS 27.005 §3.5.1, which has none) stays in :attr:`tail`.
+command ends with ``<CR>``. :class:`LineFramer` cuts the stream at every CR or LF, removes line
+noise (NUL and other control bytes, undecodable bytes at the ends: :func:`modem.symptoms.clean_line`)
+and drops lines left empty. What is left without a line end (the SMS ``> `` prompt of 3GPP TS
+27.005 §3.5.1, a ``login:`` prompt) stays in :attr:`tail`.
 """
 
 from __future__ import annotations
+
+from .symptoms import clean_line
 
 __all__ = ["MAX_LINE", "LineFramer"]
 
@@ -34,7 +37,7 @@ class LineFramer:
                 break
             raw = bytes(buf[:cut])
             del buf[:cut + 1]
-            line = raw.decode("utf-8", errors="replace").strip()
+            line = clean_line(raw)
             if line:
                 lines.append(line)
         return lines
@@ -43,6 +46,11 @@ class LineFramer:
     def tail(self) -> bytes:
         """The bytes received after the last line end (a prompt, or half a line)."""
         return bytes(self._buf)
+
+    @property
+    def tail_text(self) -> str:
+        """:attr:`tail` cleaned like a line (``b"\\x00> "`` → ``">"``)."""
+        return clean_line(bytes(self._buf)) if self._buf else ""
 
     def clear(self) -> None:
         """Forget :attr:`tail` (after it was taken as a prompt)."""

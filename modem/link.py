@@ -15,28 +15,32 @@ GNSS or SMS. Its primitives are stable for every feature module built on it (SMS
   more of them (each gets every URC; one that raises is counted, never fatal).
 * :meth:`AtLink.timeout_for` and :data:`COMMAND_TIMEOUTS_S` — per-command timeouts.
 
-Threading model: the reader thread owns the read side of the port and turns bytes into lines
-(:class:`modem.framing.LineFramer`). Every line is classified against the command that is
-pending *right now* (:func:`modem.replies.classify_line`): echo of that command (dropped), its
-final result code, one of its information lines, or a URC which goes to the listeners and is
-never taken as an answer. Parsing of replies happens in the caller's thread.
+Threading model: the reader thread (:class:`modem.routing.LineRouter`) owns the read side of
+the port and routes every line; :meth:`AtLink.command` writes a command in the caller's
+thread and waits on an event for the final result code. Parsing of replies happens in the
+caller's thread, so a garbled reply raises there and never hurts the reader thread.
+
+A command that timed out may still be answered. Its final result code is *owed*: a late
+answer that comes while nothing is pending is drained; if it is still owed when the next
+command starts, that command first re-synchronises (``AT`` probe, :meth:`AtLink._resync`), so
+the late ``OK`` is never taken as its answer and a lost one costs a round trip, not a timeout.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
 import serial
 
-from .errors import ModemError, ModemGone, ModemTimeout, parse_error_line
-from .framing import LineFramer
+from .errors import ModemError, ModemGone, ModemTimeout, SerialConsoleError, parse_error_line
 from .port import PortLocator
-from .replies import _FINAL_OK, _PROMPT, TWO_LINE_URCS, _prefix, classify_line, command_shape, redact
+from .replies import _FINAL_OK, _PROMPT, command_shape, redact
+from .routing import LineRouter, _Pending
 
 __all__ = ["COMMAND_TIMEOUTS_S", "AtLink"]
 
@@ -54,19 +58,7 @@ COMMAND_TIMEOUTS_S: dict[str, float] = {
 }
 
 
-@dataclass(eq=False)
-class _Pending:
-    cmd: str
-    display: str
-    expect_prompt: bool = False
-    echo: frozenset[str] = frozenset()
-    lines: list[str] = field(default_factory=list)
-    final: str | None = None
-    gone: str | None = None
-    done: threading.Event = field(default_factory=threading.Event)
-
-
-class AtLink:
+class AtLink(LineRouter):
     """The AT channel on one serial port (SPEC §2): open/close, reader thread, commands, URCs.
 
     Args:
@@ -117,6 +109,16 @@ class AtLink:
         self._gone: str | None = None
         #: Exceptions raised by ``urc_handler`` or a listener (logged, never fatal).
         self.urc_handler_errors = 0
+        #: Final result codes still owed by commands that timed out (drained before the next).
+        self._owed = 0
+        self._stale_cmd: str | None = None
+        #: Quiet time after a late answer before the line counts as in step again, seconds.
+        self.sync_settle_s = 0.25
+        #: The last line that showed a Linux login console on the port, or None.
+        self.console_seen: str | None = None
+        self._console_count = 0
+        #: Strings never to be logged (the SIM PIN, set by :meth:`modem.at.Modem.init`).
+        self._secrets: tuple[str, ...] = ()
 
     @property
     def urc_listeners(self) -> list[Callable[[str], None]]:
@@ -150,6 +152,7 @@ class AtLink:
         self._serial = ser
         self._on_open()
         self._urc_head = None
+        self._owed = 0  # opening flushes the input: nothing late can come any more
         self._stop.clear()
         self._gone = None
         self._reader = threading.Thread(target=self._read_loop, name=f"modem-reader {self.port}",
@@ -188,89 +191,6 @@ class AtLink:
                  tb: TracebackType | None) -> None:
         self.close()
 
-    # -- reader thread -----------------------------------------------------------------------
-
-    def _read_loop(self) -> None:
-        ser = self._serial
-        framer = LineFramer()
-        while not self._stop.is_set():
-            try:
-                chunk = ser.read(max(1, ser.in_waiting))
-            except (serial.SerialException, OSError, TypeError, AttributeError) as exc:
-                if not self._stop.is_set():
-                    log.warning("modem port %s vanished: %s", self.port, exc)
-                    self._gone = f"port {self.port} vanished: {exc}"
-                    self._fail_pending(self._gone)
-                return
-            if not chunk:
-                continue
-            for line in framer.feed(chunk):
-                self._on_line(line)
-            if framer.tail.strip() == b">":
-                with self._state_lock:
-                    p = self._pending
-                    if p is not None and p.expect_prompt:
-                        framer.clear()
-                        self._finish(p, _PROMPT)
-
-    def _on_line(self, line: str) -> None:
-        if self._urc_head is not None:  # second line of +CMT/+CDS/+CBM
-            head, self._urc_head = self._urc_head, None
-            self._deliver_urc(f"{head}\n{line}")
-            return
-        with self._state_lock:
-            p = self._pending
-            if p is not None and (line == p.cmd or line in p.echo):
-                log.debug("modem echo %s", p.display)
-                return
-            if line == _PROMPT:
-                if p is not None and p.expect_prompt:
-                    self._finish(p, _PROMPT)
-                else:
-                    log.info("modem: dropped a late '> ' prompt")
-                return
-            kind = classify_line(line, p.cmd if p is not None else None)
-            if kind == "final" and p is not None:
-                log.debug("modem < %s", line)
-                self._finish(p, line)
-                return
-            if kind == "info" and p is not None:
-                log.debug("modem < %s", line)
-                p.lines.append(line)
-                return
-        if kind == "stray":
-            log.info("modem: dropped stray result %r (no command pending)", line)
-            return
-        if _prefix(line) in TWO_LINE_URCS:
-            self._urc_head = line
-            return
-        self._deliver_urc(line)
-
-    def _deliver_urc(self, line: str) -> None:
-        log.debug("modem URC %s", line.partition("\n")[0])
-        handlers = ([self.urc_handler] if self.urc_handler is not None else []) + self._urc_listeners
-        for handler in handlers:
-            try:
-                handler(line)
-            except Exception:  # a failing callback is counted, never fatal
-                self.urc_handler_errors += 1
-                log.exception("modem URC handler failed on %r", line)
-
-    def _finish(self, p: _Pending, final: str) -> None:
-        """Complete ``p`` (state lock held)."""
-        p.final = final
-        if self._pending is p:
-            self._pending = None
-        p.done.set()
-
-    def _fail_pending(self, reason: str) -> None:
-        with self._state_lock:
-            p = self._pending
-            self._pending = None
-        if p is not None:
-            p.gone = reason
-            p.done.set()
-
     # -- commands ----------------------------------------------------------------------------
 
     def command(self, cmd: str, timeout_s: float | None = None) -> list[str]:
@@ -283,6 +203,7 @@ class AtLink:
             CmeError / CmsError: ``+CME ERROR: n`` / ``+CMS ERROR: n`` (numeric or verbose).
             ModemError: plain ``ERROR`` (or ``NO CARRIER`` … for dial commands).
             ModemTimeout: no final result code in time.
+            SerialConsoleError: a Linux login console answered instead of a modem.
             ModemGone: the port vanished or the modem is closed.
         """
         return self._transact(cmd, timeout_s)
@@ -305,29 +226,33 @@ class AtLink:
         display = redact(cmd)
         with self._cmd_lock:
             self._check_usable()
-            with self._state_lock:
-                zombie = self._pending
-            if zombie is not None:
-                # The previous command timed out but the modem may still answer it: let it
-                # finish (or give up on it) before speaking, so its late OK is not ours.
-                zombie.done.wait(timeout)
-                with self._state_lock:
-                    if self._pending is zombie:
-                        self._pending = None
-                self._check_usable()
+            if payload is None and self._owed > 0:
+                # A command before timed out and its answer is still owed: get in step again
+                # before speaking, so its late OK is not taken as ours. That costs one "AT"
+                # round trip (plus the quiet time if the late answer was lost), never this
+                # command's own timeout, which starts only when it is sent.
+                self._resync(time.monotonic() + timeout, display)
             p = _Pending(cmd=cmd, display=display, expect_prompt=expect_prompt, echo=echo)
             with self._state_lock:
                 self._pending = p
-            data = payload if payload is not None else (cmd + "\r").encode("ascii")
-            log.debug("modem > %s", display)
-            try:
-                self._serial.write(data)
-            except (serial.SerialException, OSError) as exc:
-                self._gone = f"port {self.port} vanished: {exc}"
-                self._fail_pending(self._gone)
-                raise ModemGone(f"{display}: {self._gone}") from exc
+                consoles = self._console_count
+            self._write(p, payload if payload is not None else (cmd + "\r").encode("ascii"))
             if not p.done.wait(timeout):
-                raise ModemTimeout(f"{display}: no final result code within {timeout:g} s")
+                with self._state_lock:
+                    timed_out = not p.done.is_set()
+                    if timed_out:
+                        if self._pending is p:
+                            self._pending = None
+                        if not expect_prompt:  # its final result code may still come
+                            self._owed += 1
+                            self._stale_cmd = cmd
+                    console = self.console_seen if self._console_count != consoles else None
+                if timed_out:
+                    if console is not None:
+                        raise SerialConsoleError(self.port, console)
+                    raise ModemTimeout(f"{display}: no final result code within {timeout:g} s")
+        if p.console is not None:
+            raise SerialConsoleError(self.port, p.console)
         if p.gone is not None:
             raise ModemGone(f"{display}: {p.gone}")
         final = p.final or ""
@@ -337,6 +262,59 @@ class AtLink:
         if err is not None:
             raise err
         raise ModemError(f"{display}: {final}")
+
+    def _write(self, p: _Pending, data: bytes) -> None:
+        log.debug("modem > %s", p.display)
+        try:
+            self._serial.write(data)
+        except (serial.SerialException, OSError) as exc:
+            self._gone = f"port {self.port} vanished: {exc}"
+            self._fail_pending(self._gone)
+            raise ModemGone(f"{p.display}: {self._gone}") from exc
+
+    def _resync(self, deadline: float, display: str) -> None:
+        """Drain the answers still owed by commands that timed out (``_cmd_lock`` held).
+
+        Sends ``AT`` and counts final result codes: the owed ones, then the probe's own. Done
+        when all have come, or when at least one came and then nothing for ``sync_settle_s``
+        (the rest were lost to line noise: ``AT`` is answered in milliseconds once the modem
+        is free). Raises ModemTimeout if nothing at all comes before ``deadline`` (the modem
+        is still busy or hung), SerialConsoleError / ModemGone as :meth:`command`.
+        """
+        p = _Pending(cmd="AT", display="AT (re-synchronise)", sync=True)
+        with self._state_lock:
+            self._owed += 1
+            self._pending = p
+        self._write(p, b"AT\r")
+        heard, seen = False, 0
+        try:
+            while True:
+                with self._state_lock:
+                    if self._owed <= 0:
+                        return
+                    new, seen = p.heard > seen, p.heard
+                    if not new:
+                        p.done.clear()
+                if p.console is not None:
+                    raise SerialConsoleError(self.port, p.console)
+                if p.gone is not None:
+                    raise ModemGone(f"{display}: {p.gone}")
+                if new:
+                    heard = True
+                    continue
+                left = deadline - time.monotonic()
+                if left <= 0 or not p.done.wait(min(left, self.sync_settle_s) if heard else left):
+                    if heard:
+                        log.info("modem: %d late answer(s) lost; in step again", self._owed)
+                        return
+                    raise ModemTimeout(f"{display}: modem busy with a command that timed out "
+                                       "(no answer to AT)")
+        finally:
+            with self._state_lock:
+                if heard or self._owed <= 0:
+                    self._owed = 0
+                if self._pending is p:
+                    self._pending = None
 
     def _check_usable(self) -> None:
         if self._gone is not None:

@@ -1,5 +1,10 @@
 """One-shot faults programmed per command prefix (delay, error, garbled reply, URC in the
-reply): :class:`SimFaults` is a mixin of :class:`modem.simulator.ModemSimulator`.
+reply, line noise on the final result code, a final result code lost on the line):
+:class:`SimFaults` is a mixin of :class:`modem.simulator.ModemSimulator`.
+
+The noise faults model what a UART does on a real HAT (ITU-T V.250 framing broken by a NUL
+from a line break, a 0xFF from a glitch at power-up): the driver must strip it before it
+classifies the line (:func:`modem.symptoms.clean_line`).
 
 Test-only: never used on the device.
 """
@@ -18,11 +23,13 @@ Where = Literal["before", "between", "after"]
 @dataclass
 class _Fault:
     prefix: str
-    kind: str  # "delay" | "error" | "garble" | "urc"
+    kind: str  # "delay" | "error" | "garble" | "urc" | "noise" | "drop"
     seconds: float = 0.0
     line: str | bytes = ""
     lines: tuple[str, ...] = ()
     where: Where = "between"
+    before: bytes = b""
+    after: bytes = b""
 
 
 class SimFaults:
@@ -51,6 +58,17 @@ class SimFaults:
         """Replace the info lines of the next matching reply with ``line`` (str or raw bytes)."""
         self._add(_Fault(command_prefix, "garble", line=line))
 
+
+    def noise_next(self, command_prefix: str, before: bytes = b"\x00", after: bytes = b"") -> None:
+        """Glue noise bytes to the final result code of the next matching reply:
+        ``noise_next("AT+CSQ")`` sends ``\\r\\n\\x00OK\\r\\n``; ``after=b"\\xff"`` gives
+        ``OK\\xff``."""
+        self._add(_Fault(command_prefix, "noise", before=before, after=after))
+
+    def drop_final_next(self, command_prefix: str) -> None:
+        """Lose the final result code of the next matching reply (the modem sent it; line
+        noise destroyed it): its information lines arrive, its ``OK`` never does."""
+        self._add(_Fault(command_prefix, "drop"))
 
     def _add(self, fault: _Fault) -> None:
         with self._lock:

@@ -22,6 +22,11 @@ class SimGnss:
         self._gnss_on = False
         self._fix: tuple[float, float, float] | None = None
         self.gnss_time = datetime(2026, 11, 30, 23, 5, 28, tzinfo=timezone.utc)
+        #: ``"native"``: each manual's format for the command sent (``+CGPSINFO`` NMEA
+        #: ``ddmm.mmmmmm``, ``+QGPSLOC`` mode 2 decimal degrees); ``"other"``: the other one
+        #: (``+CGPSINFO`` in decimal degrees, ``+QGPSLOC`` as mode 0 ``ddmm.mmmmN`` even to
+        #: ``AT+QGPSLOC=2``), as some firmware answers.
+        self.gnss_format = "native"
 
     @property
     def gnss_fix(self) -> tuple[float, float, float] | None:
@@ -47,8 +52,12 @@ class SimGnss:
                 return ["+CGPSINFO: ,,,,,,,,"], "OK", []
             lat, lon, _hdop = self._fix
             t = self.gnss_time
-            return [f"+CGPSINFO: {_dm(lat, 2)},{'N' if lat >= 0 else 'S'},"
-                    f"{_dm(lon, 3)},{'E' if lon >= 0 else 'W'},{t:%d%m%y},{t:%H%M%S}.0,"
+            if self.gnss_format == "other":
+                la, lo = f"{abs(lat):.6f}", f"{abs(lon):.6f}"
+            else:
+                la, lo = _dm(lat, 2), _dm(lon, 3)
+            return [f"+CGPSINFO: {la},{'N' if lat >= 0 else 'S'},"
+                    f"{lo},{'E' if lon >= 0 else 'W'},{t:%d%m%y},{t:%H%M%S}.0,"
                     "12.3,0.0,"], "OK", []
         return [], "ERROR", []
 
@@ -72,7 +81,12 @@ class SimGnss:
                 return [], self._cme(516), []
             lat, lon, hdop = self._fix
             t = self.gnss_time
-            return [f"+QGPSLOC: {t:%H%M%S}.000,{lat:.5f},{lon:.5f},{hdop:.1f},12.3,3,0.0,0.0,0.0,"
+            if self.gnss_format == "other":  # mode 0: ddmm.mmmmN / dddmm.mmmmE
+                la = f"{_dm(lat, 2)[:9]}{'N' if lat >= 0 else 'S'}"
+                lo = f"{_dm(lon, 3)[:10]}{'E' if lon >= 0 else 'W'}"
+            else:
+                la, lo = f"{lat:.5f}", f"{lon:.5f}"
+            return [f"+QGPSLOC: {t:%H%M%S}.000,{la},{lo},{hdop:.1f},12.3,3,0.0,0.0,0.0,"
                     f"{t:%d%m%y},08"], "OK", []
         return [], "ERROR", []
 

@@ -12,8 +12,16 @@ State has thread-safe setters (``signal_csq``, ``set_registration``, ``gnss_fix`
 fired now (``inject_urc``, ``vanish``). ``reappear()`` brings a vanished modem back on a *new* pty
 (another name, as USB re-enumeration does) in its power-on state: echo on, no ``+CMEE``, GNSS off,
 boot URCs ``RDY`` / ``+CPIN: READY`` / ``SMS DONE`` / ``PB DONE`` (SIM7600 manual, "power on"
-sequence) sent just before the answer to the host's first command. ``hung = True`` makes it read commands and never answer (a firmware hang). ``transcript`` keeps ``(direction, line)`` pairs: ``"host"`` for
-what the modem received, ``"modem"`` for what it sent (secrets included: it is a test tool).
+sequence) sent just before the answer to the host's first command. ``reset()`` restarts it on
+the *same* port (a UART-wired HAT after a brown-out or watchdog reset): power-on state, the SIM
+locked again if its PIN lock is on (``pin_lock``), boot URCs sent at once; until the PIN is
+entered again, SMS commands answer ``+CMS ERROR: 311`` and registration is 0.
+``hung = True`` makes it read commands and never answer (a firmware hang);
+``serial_console = True`` puts a Linux login console on the port instead (:mod:`modem.sim_console`).
+Line faults: ``noise_next`` (NUL/0xFF glued to the final result code), ``drop_final_next`` (the
+final result code lost). ``gnss_format`` selects the other number format of the GNSS replies.
+``transcript`` keeps ``(direction, line)`` pairs: ``"host"`` for what the modem received,
+``"modem"`` for what it sent (secrets included: it is a test tool).
 
 Received SMS: ``deliver_sms(number, text)`` stores SMS-DELIVER PDUs in the SIM store and announces
 each with ``+CMTI``; ``AT+CMGR``/``AT+CMGL`` (PDU mode) read them and ``AT+CMGD`` deletes them.
@@ -25,6 +33,7 @@ from __future__ import annotations
 
 import os
 
+from .sim_console import SimConsole
 from .sim_faults import SimFaults, Where
 from .sim_gnss import SimGnss
 from .sim_pty import PtySimBase
@@ -49,7 +58,13 @@ _IDENT = {
     "quectel": (["Quectel", "EC25", "Revision: EC25EFAR06A06M4G"], "EC25"),
 }
 
-class ModemSimulator(SimFaults, SimSms, SimGnss, PtySimBase):
+# SMS commands that need an unlocked SIM (27.005 §3.2.5: +CMS ERROR 310/311/316 otherwise).
+_SMS_COMMANDS = ("AT+CMGS", "AT+CMGF", "AT+CMGR", "AT+CMGL", "AT+CMGD", "AT+CNMI", "AT+CSMP")
+_CMS_SIM = {"SIM PIN": "+CMS ERROR: 311", "SIM PUK": "+CMS ERROR: 316",
+            "not inserted": "+CMS ERROR: 310"}
+
+
+class ModemSimulator(SimConsole, SimFaults, SimSms, SimGnss, PtySimBase):
     """AT modem on a pty. Use as a context manager or call ``start()``/``stop()``.
 
     Args:
@@ -57,13 +72,18 @@ class ModemSimulator(SimFaults, SimSms, SimGnss, PtySimBase):
         pin: the SIM's PIN (used when ``sim_state`` is ``"SIM PIN"``).
         sim_state: ``"READY"``, ``"SIM PIN"``, ``"SIM PUK"`` or ``"not inserted"``.
         verbose_errors: whether ``AT+CMEE=2`` is supported (else it answers ``ERROR``).
+        pin_lock: whether the SIM asks for its PIN at every power-on (default: when
+            ``sim_state`` is ``"SIM PIN"``); used by :meth:`reset`.
     """
 
     def __init__(self, flavour: str = "sim7600", *, pin: str = "1234", sim_state: str = "READY",
-                 verbose_errors: bool = True) -> None:
+                 verbose_errors: bool = True, pin_lock: bool | None = None) -> None:
         self._check_flavour(flavour)
         self._check_sim_state(sim_state)
         self._init_pty()
+        self._init_console()
+        #: The SIM's PIN lock is on: after :meth:`reset` it is in "SIM PIN" state again.
+        self.pin_lock = sim_state == "SIM PIN" if pin_lock is None else pin_lock
         self._init_faults()
         self._init_sms()
         self._init_gnss()
@@ -202,6 +222,27 @@ class ModemSimulator(SimFaults, SimSms, SimGnss, PtySimBase):
         self._start_on_pty()
         return self.port
 
+    def reset(self, *, boot_urcs: bool = True) -> None:
+        """Restart in place, as a UART-wired modem does after a brown-out, a watchdog or a
+        firmware crash: the port stays open, the modem is in its power-on state (echo on,
+        ``+CMEE`` 0, GNSS off, text-mode settings gone), the SIM is locked again when
+        :attr:`pin_lock` is on, and the power-on URCs of the SIM7600 manual are sent at once:
+        ``RDY`` ``+CPIN: SIM PIN`` (locked) or ``RDY`` ``+CPIN: READY`` ``SMS DONE``
+        ``PB DONE``. ``boot_urcs=False``: a silent restart (auto-baud modems send no ``RDY``),
+        seen only by the errors that follow (``+CMS ERROR: 311``)."""
+        with self._lock:
+            self._echo, self._cmee, self._gnss_on, self._cmgf = True, 0, False, 0
+            self._cscs = "IRA"
+            self._reg_n = {"CREG": 0, "CGREG": 0, "CEREG": 0}
+            self.hung = False
+            self.boots += 1
+            if self._sim_state in ("READY", "SIM PIN"):
+                self._sim_state = "SIM PIN" if self.pin_lock else "READY"
+            urcs = (["RDY", f"+CPIN: {self._sim_state.upper()}"]
+                    + (["SMS DONE", "PB DONE"] if self._sim_state == "READY" else []))
+        if boot_urcs:
+            self._send_lines(list(urcs))
+
     def power(self, on: bool) -> None:
         """Model the modem's supply switched by a GPIO: off = the port vanishes, on = it
         reappears on a new pty (:meth:`reappear`)."""
@@ -222,6 +263,9 @@ class ModemSimulator(SimFaults, SimSms, SimGnss, PtySimBase):
             boot, self._boot_urcs = self._boot_urcs, []
         if boot:
             self._send_lines(list(boot))
+        if self.serial_console:
+            self._console_input(cmd)
+            return None
         if self._echo:
             self._write(cmd.encode("utf-8") + b"\r")
         faults = {f.kind: f for f in self._take(cmd)}
@@ -246,7 +290,11 @@ class ModemSimulator(SimFaults, SimSms, SimGnss, PtySimBase):
             out = list(urc.lines) + out
         if urc is not None and urc.where == "between":
             out = out + list(urc.lines)
-        out.append(final)
+        if "noise" in faults:
+            noise = faults["noise"]
+            out.append(noise.before + final.encode() + noise.after)
+        elif "drop" not in faults:
+            out.append(final)
         if urc is not None and urc.where == "after":
             out += list(urc.lines)
         self._send_lines(out + after)
@@ -282,9 +330,12 @@ class ModemSimulator(SimFaults, SimSms, SimGnss, PtySimBase):
                 return self._cpin(cmd)
             if up == "AT+CSQ":
                 return [f"+CSQ: {self._csq},{self._ber}"], "OK", []
+            if up.startswith(_SMS_COMMANDS) and self._sim_state in _CMS_SIM:
+                return [], _CMS_SIM[self._sim_state], []
             for fam in _FAMILIES:
                 if up == f"AT+{fam}?":
-                    return [f"+{fam}: {self._reg_n[fam]},{self._reg[fam]}"], "OK", []
+                    stat = self._reg[fam] if self._sim_state == "READY" else 0
+                    return [f"+{fam}: {self._reg_n[fam]},{stat}"], "OK", []
                 if up.startswith(f"AT+{fam}=") and up[len(fam) + 4:] in ("0", "1", "2"):
                     self._reg_n[fam] = int(up[len(fam) + 4:])
                     return [], "OK", []

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import random
 import re
+from collections.abc import Callable
+from typing import TypeVar
 
 from . import sms
 from .errors import ModemError, ModemReplyError, ModemTimeout
@@ -17,6 +19,8 @@ from .link import AtLink
 from .replies import _fields, _one
 
 __all__ = ["SmsSending"]
+
+_T = TypeVar("_T")
 
 log = logging.getLogger("modem.at")
 
@@ -30,6 +34,11 @@ class SmsSending(AtLink):
     def _on_open(self) -> None:
         super()._on_open()
         self._sms_pdu_mode = False
+
+    def _with_recovery(self, attempt: Callable[[], _T]) -> _T:
+        """Run ``attempt`` (one whole SMS step); :class:`modem.at.Modem` re-initialises a
+        restarted modem first and retries once after "SIM PIN required"."""
+        return attempt()
 
     def _init_sms_state(self) -> None:
         self._sms_pdu_mode = False
@@ -87,27 +96,31 @@ class SmsSending(AtLink):
             return s.encode("utf-16-be").hex().upper()
 
         timeout = self.sms_timeout_s if timeout_s is None else timeout_s
-        refs: list[int] = []
+        cmd = f'AT+CMGS="{number if ira else hex16(number)}"'
+        set_up_at: list[int | None] = [None]  # re-initialisations when the modes were last set
+
+        def send_chunk(chunk: str) -> int:
+            if set_up_at[0] != getattr(self, "reinits", 0):
+                self.command("AT+CMGF=1")
+                self._sms_pdu_mode = False
+                self.command('AT+CSCS="IRA"' if ira else 'AT+CSCS="UCS2"')
+                self.command("AT+CSMP=17,167,0,0" if ira else "AT+CSMP=17,167,0,8")
+                set_up_at[0] = getattr(self, "reinits", 0)
+            body = chunk if ira else hex16(chunk)
+            try:
+                self._transact(cmd, timeout, expect_prompt=True)
+            except ModemTimeout:
+                self._cancel_text_entry()
+                raise
+            lines = self._transact(cmd, timeout, payload=body.encode() + b"\x1a", echo=frozenset({body}))
+            line = _one(cmd, lines, "+CMGS")
+            try:
+                return int(_fields(cmd, line, 1)[0])
+            except ValueError:
+                raise ModemReplyError(cmd, line, "message reference is not a number") from None
+
         with self._cmd_lock:
-            self.command("AT+CMGF=1")
-            self._sms_pdu_mode = False
-            self.command('AT+CSCS="IRA"' if ira else 'AT+CSCS="UCS2"')
-            self.command("AT+CSMP=17,167,0,0" if ira else "AT+CSMP=17,167,0,8")
-            cmd = f'AT+CMGS="{number if ira else hex16(number)}"'
-            for chunk in chunks:
-                body = chunk if ira else hex16(chunk)
-                try:
-                    self._transact(cmd, timeout, expect_prompt=True)
-                except ModemTimeout:
-                    self._cancel_text_entry()
-                    raise
-                lines = self._transact(cmd, timeout, payload=body.encode() + b"\x1a", echo=frozenset({body}))
-                line = _one(cmd, lines, "+CMGS")
-                try:
-                    refs.append(int(_fields(cmd, line, 1)[0]))
-                except ValueError:
-                    raise ModemReplyError(cmd, line, "message reference is not a number") from None
-        return refs
+            return [self._with_recovery(lambda c=chunk: send_chunk(c)) for chunk in chunks]
 
     def next_sms_reference(self) -> int:
         """A fresh 8-bit concatenation reference (TS 23.040 §9.2.3.24.1) for a new message."""
@@ -118,6 +131,9 @@ class SmsSending(AtLink):
         """Send one SMS-SUBMIT part (27.005 §3.5.1 PDU mode); returns its message reference
         ``<mr>``. Each step waits ``timeout_s`` (default ``sms_timeout_s``) seconds.
 
+        A modem that restarted (boot URCs seen, or ``+CMS ERROR: 311`` SIM PIN required) is
+        initialised again and the part sent once more (:meth:`modem.at.Modem.command`).
+
         Raises:
             CmsError, ModemTimeout (a missing prompt cancels text entry with ESC; a missing
             ``+CMGS`` after the PDU leaves it unknown whether the part went out), ModemGone,
@@ -125,22 +141,25 @@ class SmsSending(AtLink):
         """
         timeout = self.sms_timeout_s if timeout_s is None else timeout_s
         with self._cmd_lock:
-            if not self._sms_pdu_mode:
-                self.command("AT+CMGF=0")
-                self._sms_pdu_mode = True
-            cmd = f"AT+CMGS={pdu.tpdu_length}"
-            try:
-                self._transact(cmd, timeout, expect_prompt=True)
-            except ModemTimeout:
-                self._cancel_text_entry()
-                raise
-            lines = self._transact(cmd, timeout, payload=pdu.hex.encode() + b"\x1a",
-                                   echo=frozenset({pdu.hex}))
-            line = _one(cmd, lines, "+CMGS")
-            try:
-                return int(_fields(cmd, line, 1)[0])
-            except ValueError:
-                raise ModemReplyError(cmd, line, "message reference is not a number") from None
+            return self._with_recovery(lambda: self._send_pdu_once(pdu, timeout))
+
+    def _send_pdu_once(self, pdu: sms.Pdu, timeout: float) -> int:
+        if not self._sms_pdu_mode:
+            self.command("AT+CMGF=0")
+            self._sms_pdu_mode = True
+        cmd = f"AT+CMGS={pdu.tpdu_length}"
+        try:
+            self._transact(cmd, timeout, expect_prompt=True)
+        except ModemTimeout:
+            self._cancel_text_entry()
+            raise
+        lines = self._transact(cmd, timeout, payload=pdu.hex.encode() + b"\x1a",
+                               echo=frozenset({pdu.hex}))
+        line = _one(cmd, lines, "+CMGS")
+        try:
+            return int(_fields(cmd, line, 1)[0])
+        except ValueError:
+            raise ModemReplyError(cmd, line, "message reference is not a number") from None
 
     def _cancel_text_entry(self) -> None:
         """After the ``> `` prompt did not come in time: abandon that wait and send ESC, which

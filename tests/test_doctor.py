@@ -155,6 +155,18 @@ def test_modem_problems_each_fail_with_their_fix(sim_cfg):
     assert checks["modem.gnss"].status == "warn"  # the simulator has no fix unless told
 
 
+def test_serial_console_on_the_modem_uart_says_how_to_disable_it(sim_cfg):
+    from modem.simulator import ModemSimulator
+
+    with ModemSimulator(flavour="sim7600") as sim:
+        sim.serial_console = True  # agetty answers: "Password:" after "AT"
+        mc = replace(sim_cfg.modem, port=sim.port, flavour="sim7600")
+        checks = {c.name: c for c in Doctor(replace(sim_cfg, modem=mc)).run(frozenset({"button", "broker", "clock"}))}
+    port = checks["modem.port"]
+    assert port.status == "fail" and "login console" in port.detail
+    assert "raspi-config" in port.fix and "console=serial0" in port.fix and "cmdline.txt" in port.fix
+
+
 def test_button_not_pressed_in_time_fails(sim_cfg):
     from gpiozero.pins.mock import MockFactory
 
