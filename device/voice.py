@@ -26,7 +26,7 @@ ARC's numbers, ``callback_numbers`` (the contacts) and the ``[sms]`` fallback nu
 answered at once in listen-in mode (speaker muted); every other caller (and a withheld
 number) is rejected. Outside alarms ``[voice] answer`` decides: ``reject`` (default),
 ``known`` (those numbers, two-way), ``any``. Caller ids are compared in E.164; a national
-caller id (no ``+``) matches a listed number that ends with its digits (at least 6).
+caller id (no ``+``) matches a listed number that ends with its digits (at least 7).
 
 Verified against the modem simulator and the AT manuals only, not on a real SIM7600/EC25.
 """
@@ -49,7 +49,7 @@ __all__ = ["VoiceService", "number_matches"]
 
 def number_matches(caller: str, allowed: frozenset[str] | set[str]) -> bool:
     """Whether caller id ``caller`` is one of ``allowed`` (E.164). Exact match, or a national
-    caller id (no ``+``, leading zeros dropped, ≥ 6 digits) that ends a listed number.
+    caller id (no ``+``, leading zeros dropped, ≥ 7 digits) that ends a listed number.
     ``""`` (withheld) never matches."""
     if not caller:
         return False
@@ -58,7 +58,7 @@ def number_matches(caller: str, allowed: frozenset[str] | set[str]) -> bool:
     if caller.startswith("+"):
         return False
     digits = caller.lstrip("0")
-    return len(digits) >= 6 and digits.isdigit() and any(a.endswith(digits) for a in allowed)
+    return len(digits) >= 7 and digits.isdigit() and any(a.endswith(digits) for a in allowed)
 
 
 class VoiceService:
