@@ -116,6 +116,7 @@ class VoiceService:
             li = None
         self.observer("listen_in_queued", {"alarm": event.id, "id": li.id if li else None})
         self._jobs.put((event.id, event.kind))
+        self.controller.wake()
 
     # -- the voice thread -----------------------------------------------------------------
 

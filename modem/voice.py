@@ -292,6 +292,8 @@ class CallController:
                 sig = self.signals.get(timeout=min(left, 0.5))
             except queue.Empty:
                 continue
+            if sig.kind == "wake":  # put by :meth:`wake`
+                return None
             if sig.kind == "clip":
                 return Incoming(sig.number)
             if sig.kind == "ring":
@@ -306,6 +308,10 @@ class CallController:
                 return Incoming("")
             if sig.kind == "garbled":
                 self._garbled(sig)
+
+    def wake(self) -> None:
+        """Make a waiting :meth:`wait_incoming` return None now (there is work to do)."""
+        self.signals.put(CallSignal("wake"))
 
     def answer(self) -> None:
         """Answer the ringing call (``ATA``).
