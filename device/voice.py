@@ -20,6 +20,8 @@ all numbers, ``retry_pause_s`` and another round while the alarm is open, up to
 ``max_attempts`` rounds. A dropped call (lost after the answer, 24.008 cause other than normal
 clearing) is dialled again. The far end hanging up normally, or the end key, ends listen-in
 for that alarm. A cancelled alarm (or a newer alarm, which gets its own call) stops retries.
+A restart (power cut, crash) while an alarm's listen-in is unfinished calls again while that
+alarm is still open (device state ``voice_pending``, in the same SQLite file as the queue).
 
 Call-back: while an alarm is open and ``callback_window_s`` after it closed, calls from the
 ARC's numbers, ``callback_numbers`` (the contacts) and the ``[sms]`` fallback numbers are
@@ -44,7 +46,10 @@ from modem.voice import CallController, CallEnd, CallStateError, VoiceUnavailabl
 
 log = logging.getLogger(__name__)
 
-__all__ = ["VoiceService", "number_matches"]
+__all__ = ["PENDING_KEY", "VoiceService", "number_matches"]
+
+#: Device state key of the alarm whose listen-in calls are not finished (survives restarts).
+PENDING_KEY = "voice_pending"
 
 
 def number_matches(caller: str, allowed: frozenset[str] | set[str]) -> bool:
@@ -115,6 +120,7 @@ class VoiceService:
             log.exception("could not queue listen_in for %s; calling anyway", event.id)
             li = None
         self.observer("listen_in_queued", {"alarm": event.id, "id": li.id if li else None})
+        self._remember(event.id, event.kind)
         self._jobs.put((event.id, event.kind))
         self.controller.wake()
 
@@ -124,6 +130,13 @@ class VoiceService:
         """The voice thread: alarm calls first, otherwise wait for incoming calls."""
         self._stop = stop
         self.controller.attach()
+        pending = self.daemon.queue.get_state(PENDING_KEY)
+        if isinstance(pending, dict) and pending.get("id") == self.daemon.open_alarm and pending.get("id"):
+            # Restarted (power cut, crash) while an alarm's listen-in was not done: call again.
+            self.observer("voice_resumed", {"alarm": pending["id"]})
+            self._jobs.put((pending["id"], str(pending.get("kind", ""))))
+        elif pending is not None:
+            self._remember(None, None)
         while not stop.is_set():
             beat()
             try:
@@ -138,10 +151,24 @@ class VoiceService:
                         self._incoming(incoming.number, stop)
                     continue
                 self._alarm_calls(alarm_id, kind, stop)
+                if not stop.is_set():
+                    self._remember(None, None, only_if=alarm_id)
             except Exception:
                 log.exception("voice loop error; going on")
                 stop.wait(1.0)
         self.controller.detach()
+
+    def _remember(self, alarm_id: str | None, kind: str | None, only_if: str | None = None) -> None:
+        """Keep the alarm whose listen-in is not done in the durable device state, so a restart
+        calls again while it is open; None clears it (``only_if``: only if it is that alarm)."""
+        try:
+            if only_if is not None:
+                current = self.daemon.queue.get_state(PENDING_KEY)
+                if not isinstance(current, dict) or current.get("id") != only_if:
+                    return
+            self.daemon.queue.set_state(PENDING_KEY, None if alarm_id is None else {"id": alarm_id, "kind": kind})
+        except Exception:
+            log.exception("could not record the pending listen-in")
 
     def _keep_setup(self) -> None:
         ready = bool(self.supervisor.ready)

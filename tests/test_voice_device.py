@@ -30,16 +30,21 @@ CONTACT = "+4520110001"
 
 
 class Rig:
-    def __init__(self, tmp_path: Path, voice: dict[str, Any], mqtt: dict[str, Any] | None = None) -> None:
-        cfg = make_cfg(tmp_path / "state", modem={"enabled": True, "gnss": False},
+    def __init__(self, tmp_path: Path, voice: dict[str, Any], mqtt: dict[str, Any] | None = None,
+                 flavour: str = "sim7600") -> None:
+        self.flavour = flavour
+        cfg = make_cfg(tmp_path / "state", modem={"enabled": True, "gnss": False, "flavour": flavour},
                        voice={"numbers": [ARC1], "ring_timeout_s": 3, "retry_pause_s": 0.2, **voice},
                        **({"mqtt": mqtt} if mqtt else {}))
         self.cfg = DeviceConfig.from_dict(cfg)
-        self.sim = ModemSimulator("sim7600").start()
+        self.sim = ModemSimulator(flavour).start()
         self.sim.calls.ring_interval_s = 0.3
         self.factory = MockFactory()
+        self.start()
+
+    def start(self) -> None:
         self.steps = Steps()
-        self.modem = Modem(self.sim.port, flavour="sim7600", default_timeout_s=3.0)
+        self.modem = Modem(self.sim.port, flavour=self.flavour, default_timeout_s=3.0)
         self.daemon = DeviceDaemon(self.cfg, pin_factory=self.factory, modem=self.modem,
                                    observer=self.steps, control=False)
         self.daemon.start()
@@ -73,7 +78,8 @@ def rigs(tmp_path: Path) -> Iterator[Any]:
 
     def make(**voice: Any) -> Rig:
         mqtt = voice.pop("mqtt", None)
-        rig = Rig(tmp_path / f"r{len(made)}", voice, mqtt)
+        flavour = voice.pop("flavour", "sim7600")
+        rig = Rig(tmp_path / f"r{len(made)}", voice, mqtt, flavour)
         made.append(rig)
         return rig
 
@@ -82,8 +88,9 @@ def rigs(tmp_path: Path) -> Iterator[Any]:
         rig.close()
 
 
-def test_alarm_stored_then_listen_in_then_dial_muted_then_talk_and_hang_up(rigs) -> None:
-    rig = rigs()
+@pytest.mark.parametrize("flavour", ["sim7600", "quectel"])
+def test_alarm_stored_then_listen_in_then_dial_muted_then_talk_and_hang_up(rigs, flavour) -> None:
+    rig = rigs(flavour=flavour)
     sim = rig.sim
     rig.hold()
     alarm = rig.steps.wait("queued", kind="silent_panic")
@@ -216,6 +223,27 @@ def test_hold_during_a_call_raises_a_new_alarm_that_gets_its_own_call(rigs) -> N
         assert time.monotonic() < deadline + 5, rig.sim.commands()
         time.sleep(0.02)
     rig.sim.calls.far_end_hangup()
+
+
+def test_restart_during_an_unfinished_listen_in_calls_again(rigs) -> None:
+    rig = rigs(ring_timeout_s=20)
+    rig.sim.calls.plan(ARC1, "no_answer", 0)
+    rig.hold()
+    alarm = rig.steps.wait("queued", kind="silent_panic")
+    assert rig.sim.calls.wait_for("alerting", 5)
+    rig.daemon.stop()  # power cut / restart while the ARC's line rings
+    assert rig.sim.calls.wait_for("idle", 5)
+    rig.sim.calls.plan(ARC1, "answer", 0.2)
+    rig.start()
+    assert rig.steps.wait("voice_resumed")["alarm"] == alarm["id"]
+    assert rig.sim.calls.wait_for("active", 10)
+    rig.sim.calls.far_end_hangup()
+    rig.steps.wait("voice_done", reason="remote_hangup")
+    deadline = time.monotonic() + 5  # cleared right after the last call of the alarm
+    while rig.daemon.queue.get_state("voice_pending") is not None:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert rig.dials() == [f"ATD{ARC1};"] * 2
 
 
 def test_cancel_stops_the_retries(rigs) -> None:
