@@ -450,6 +450,11 @@ class CallController:
                     self.hang_up()
                     return finish("local_hangup", f"key {sig.key}")
             elif kind == "end":
+                # A stale or stray NO CARRIER / VOICE CALL: END must not end a call the modem
+                # still has: ask AT+CLCC before believing it.
+                if any(c.state in ("active", "held", "dialing", "alerting") for c in self.current_calls()):
+                    log.info("ignored %r: AT+CLCC still lists the call", sig.line)
+                    continue
                 return ended_by_network(sig.line)
             elif kind in ("busy", "no_answer"):
                 if connected_at is None:

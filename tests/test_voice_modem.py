@@ -156,6 +156,22 @@ def test_garbled_and_out_of_order_call_urcs(rig) -> None:
     assert cc.dial(ARC, ring_timeout_s=10).reason == "busy"
 
 
+def test_stray_no_carrier_does_not_end_a_call_the_modem_still_has(rig) -> None:
+    sim, _m, cc, _ = rig
+
+    def far_end() -> None:
+        assert sim.calls.wait_for("active", 5)
+        time.sleep(0.2)
+        sim.inject_urc("NO CARRIER")  # stray: the call is still up
+        sim.inject_urc("VOICE CALL: END: 000001")
+        time.sleep(0.5)
+        sim.calls.far_end_dtmf("#")
+
+    later(far_end, delay=0)
+    end = cc.dial(ARC, ring_timeout_s=10, on_key=lambda k: k == "#")
+    assert end.reason == "local_hangup" and end.detail == "key #"
+
+
 def test_dtmf_before_begin_counts_as_answered(rig) -> None:
     sim, modem, cc, _ = rig
     sim.calls.plan(ARC, "no_answer", 0)  # the simulator never says BEGIN …
