@@ -175,3 +175,17 @@ def ceer_reason(lines: list[str]) -> str:
         if int(number) in _CEER_CODES:
             return _CEER_CODES[int(number)]
     return "dropped"
+
+
+def parse_ims_registration(line: str) -> bool | None:
+    """IMS (VoLTE) registration from ``+CIREG: <n>,<reg_info>[,…]`` (27.007 §8.71; reg_info 1 =
+    registered) or Quectel ``+QCFG: "ims",<enabled>,<volte_ready>`` (EC25 manual: 1 = VoLTE
+    ready). None when the line says nothing readable."""
+    head, _, rest = line.partition(":")
+    fields = [f.strip().strip('"').lower() for f in rest.split(",")]
+    head = head.strip().upper()
+    if head == "+CIREG" and len(fields) >= 2 and fields[1] in ("0", "1"):
+        return fields[1] == "1"
+    if head == "+QCFG" and len(fields) >= 3 and fields[0] == "ims" and fields[2] in ("0", "1"):
+        return fields[2] == "1"
+    return None

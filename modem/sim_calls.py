@@ -53,6 +53,7 @@ class SimCalls:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._plans: dict[str, list[Plan]] = {}
+        self._sticky: dict[str, Plan] = {}  # the last plan used per number, used again
         #: Plan for numbers without one.
         self.default_plan = Plan("answer", 0.3)
         self._call: dict[str, Any] | None = None
@@ -79,8 +80,8 @@ class SimCalls:
     # -- far-end control ------------------------------------------------------------------
 
     def plan(self, number: str, outcome: str = "answer", after_s: float = 0.3) -> None:
-        """Queue what ``number`` does the next time it is called (plans are used in order;
-        the last one stays)."""
+        """Queue what ``number`` does the next time it is called (queued plans are used in
+        order; once they are used up, the last one is used again)."""
         if outcome not in _OUTCOMES:
             raise ValueError(f"outcome must be one of {_OUTCOMES}")
         with self._lock:
@@ -119,13 +120,14 @@ class SimCalls:
             flavour = self.sim.flavour
             self.sim.inject_urc(f"+RXDTMF: {key}" if flavour == "sim7600" else f"+QTONEDET: {ord(key)}")
 
-    def far_end_hangup(self) -> None:
-        """The far end hangs up (normal call clearing)."""
-        self._network_end("normal", "far_hangup")
+    def far_end_hangup(self, *, silent: bool = False) -> None:
+        """The far end hangs up (normal call clearing). ``silent``: no URC at all reaches the
+        host (lost on the line): only ``AT+CLCC`` shows the call is gone."""
+        self._network_end("normal", "far_hangup", silent)
 
-    def drop(self) -> None:
+    def drop(self, *, silent: bool = False) -> None:
         """The network loses the call (radio link, cell change …)."""
-        self._network_end("dropped", "dropped")
+        self._network_end("dropped", "dropped", silent)
 
     def incoming(self, number: str, *, withheld: bool = False) -> None:
         """A call from ``number`` rings: ``RING`` and (with ``AT+CLIP=1``) ``+CLIP`` every
@@ -195,12 +197,14 @@ class SimCalls:
             urcs.append(f"VOICE CALL: END: {seconds // 3600:02d}{seconds // 60 % 60:02d}{seconds % 60:02d}")
         return urcs
 
-    def _network_end(self, cause_key: str, event: str) -> None:
+    def _network_end(self, cause_key: str, event: str, silent: bool = False) -> None:
         with self._lock:
             if not self._call or self._call["state"] != "active":
                 raise RuntimeError("no active call")
             urcs = self._end(cause_key, event)
             order = self.end_order
+        if silent:
+            return
         if order == "no_carrier_first":
             urcs = ["NO CARRIER"] + urcs
         else:
@@ -343,7 +347,9 @@ class SimCalls:
             if self._call is not None:
                 return [], "ERROR", []
             plans = self._plans.get(number)
-            plan = (plans.pop(0) if len(plans) > 1 else plans[0]) if plans else self.default_plan
+            if plans:
+                self._sticky[number] = plans.pop(0)
+            plan = self._sticky.get(number, self.default_plan)
             self._gen += 1
             self._call = {"number": number, "outgoing": True, "state": "dialing", "gen": self._gen,
                           "since": time.monotonic()}

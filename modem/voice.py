@@ -292,6 +292,8 @@ class CallController:
                 sig = self.signals.get(timeout=min(left, 0.5))
             except queue.Empty:
                 continue
+            if sig.kind == "wake":  # put by :meth:`wake`
+                return None
             if sig.kind == "clip":
                 return Incoming(sig.number)
             if sig.kind == "ring":
@@ -306,6 +308,10 @@ class CallController:
                 return Incoming("")
             if sig.kind == "garbled":
                 self._garbled(sig)
+
+    def wake(self) -> None:
+        """Make a waiting :meth:`wait_incoming` return None now (there is work to do)."""
+        self.signals.put(CallSignal("wake"))
 
     def answer(self) -> None:
         """Answer the ringing call (``ATA``).
@@ -444,6 +450,11 @@ class CallController:
                     self.hang_up()
                     return finish("local_hangup", f"key {sig.key}")
             elif kind == "end":
+                # A stale or stray NO CARRIER / VOICE CALL: END must not end a call the modem
+                # still has: ask AT+CLCC before believing it.
+                if any(c.state in ("active", "held", "dialing", "alerting") for c in self.current_calls()):
+                    log.info("ignored %r: AT+CLCC still lists the call", sig.line)
+                    continue
                 return ended_by_network(sig.line)
             elif kind in ("busy", "no_answer"):
                 if connected_at is None:

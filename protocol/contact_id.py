@@ -33,6 +33,7 @@ CONTACT_ID_EVENTS: Final[Mapping[str, tuple[int, int]]] = MappingProxyType(
         "periodic_test": (602, 1),
         "shift_start": (401, 3),  # 3 = start of supervision ("closing")
         "shift_end": (401, 1),  # 1 = end of supervision ("opening")
+        "listen_in": (606, 1),  # listen-in to follow (issue 11)
     }
 )
 _RESTORABLE: Final = frozenset(
@@ -46,6 +47,7 @@ _SIA_CODES: Final[Mapping[int, tuple[str, str]]] = MappingProxyType(
         120: ("PA", "PH"), 122: ("HA", "HH"), 101: ("QA", "QH"), 102: ("QA", "QH"),
         356: ("YC", "YK"), 302: ("YT", "YR"), 406: ("OC", "OC"), 601: ("RX", "RX"),
         602: ("RP", "RP"), 401: ("OP", "CL"),
+        606: ("LF", "LE"),  # listen-in begin / ended (SIA DC-03)
     }
 )
 

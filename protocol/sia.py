@@ -123,7 +123,6 @@ _REPLY_RE = re.compile(
 )
 _ROUTE_PART_RE = re.compile(r"(?P<tag>[RL])(?P<value>[0-9A-Fa-f]{1,6})")
 _ANY_TS_RE = re.compile(rf"_(?P<timestamp>{_TS})")
-# positions: X longitude DDDHMM.mmmm, Y latitude DDHMM.mmmm (H = hemisphere letter)
 
 
 # --------------------------------------------------------------------------- frames

@@ -17,6 +17,7 @@ SCENARIOS: dict[str, tuple[Scenario, str]] = {}
 #: Modules that define further scenarios (imported by :func:`load_all`).
 MODULES: tuple[str, ...] = ("labstack.demo.scenario_contacts", "labstack.demo.scenario_device", "labstack.demo.scenario_relay",
                              "labstack.demo.scenario_modem")
+MODULES += ("labstack.demo.scenario_voice",)  # issue 11
 
 
 def scenario(name: str, description: str) -> Callable[[Scenario], Scenario]:
