@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-stamp
 # The suite mostly waits (servers, real finger timings): more workers than cores pays off.
 TEST_WORKERS ?= 6
 
-.PHONY: setup servers demo test bench clean
+.PHONY: setup servers demo test bench clean catalogs
 
 setup: servers $(STAMP)
 
@@ -45,6 +45,20 @@ test: setup
 
 bench: setup
 	$(BIN)/python -m bench
+
+# Texts for people (i18n/, issue 13): extract each domain's messages with Babel, merge them into
+# every language's catalog and compile the .mo files (committed: the Pi has no Babel).
+CATALOG_SOURCES_notify := relay/notify/templates.py
+CATALOG_SOURCES_device := device/smstext.py
+CATALOG_SOURCES_card   := relay/card_items.py
+catalogs: setup
+	@for d in notify device card; do \
+	  case $$d in notify) src="$(CATALOG_SOURCES_notify)";; device) src="$(CATALOG_SOURCES_device)";; card) src="$(CATALOG_SOURCES_card)";; esac; \
+	  $(BIN)/pybabel --quiet extract -F babel.cfg -c TRANSLATORS: --no-location --sort-output --project=lonewatch \
+	    --no-wrap -o i18n/locale/$$d.pot $$src || exit 1; \
+	  $(BIN)/pybabel --quiet update -i i18n/locale/$$d.pot -d i18n/locale -D $$d --no-fuzzy-matching --ignore-obsolete --no-wrap || exit 1; \
+	  $(BIN)/pybabel compile -d i18n/locale -D $$d --statistics || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
