@@ -48,15 +48,19 @@ bench: setup
 	$(BIN)/python -m bench
 
 # Texts for people (i18n/, issue 13): extract each domain's messages with Babel, merge them into
-# every language's catalog and compile the .mo files (committed: the Pi has no Babel).
+# every language's catalog and compile the .mo files (committed: the Pi has no Babel). Re-running
+# it without text changes changes no file.
 CATALOG_SOURCES_notify := relay/notify/templates.py
 CATALOG_SOURCES_device := device/smstext.py
 CATALOG_SOURCES_card   := relay/card_items.py
+catalogs: SHELL := /bin/bash
 catalogs: setup
 	@for d in notify device card; do \
 	  case $$d in notify) src="$(CATALOG_SOURCES_notify)";; device) src="$(CATALOG_SOURCES_device)";; card) src="$(CATALOG_SOURCES_card)";; esac; \
 	  $(BIN)/pybabel --quiet extract -F babel.cfg -c TRANSLATORS: --no-location --sort-output --project=lonewatch \
-	    --no-wrap -o i18n/locale/$$d.pot $$src || exit 1; \
+	    --no-wrap -o i18n/locale/$$d.pot.new $$src || exit 1; \
+	  if cmp -s <(grep -v POT-Creation-Date i18n/locale/$$d.pot.new) <(grep -v POT-Creation-Date i18n/locale/$$d.pot 2>/dev/null); \
+	  then rm i18n/locale/$$d.pot.new; else mv i18n/locale/$$d.pot.new i18n/locale/$$d.pot; fi; \
 	  $(BIN)/pybabel --quiet update -i i18n/locale/$$d.pot -d i18n/locale -D $$d --no-fuzzy-matching --ignore-obsolete --no-wrap || exit 1; \
 	  $(BIN)/pybabel compile -d i18n/locale -D $$d --statistics || exit 1; \
 	done
