@@ -275,3 +275,14 @@ def test_cli_export_erase_and_purge(store: Store, redis_module: RedisServer, tmp
     assert res.exit_code == 0, res.output
     assert set(json.loads(res.output)) >= {"event_log", "alarms", "dead_letters", "device_states", "sessions"}
     assert store.r.xlen(EVENTS) >= 1 and store.r.xlen(DEADLETTER) == 1
+
+
+def test_the_relay_service_runs_a_purger_with_the_configured_days(redis_module: RedisServer) -> None:
+    from relay.app import build_service
+
+    cfg = RelayConfig.from_dict({"relay": {"instance": "r1"}, "redis": {"url": redis_module.url},
+                                 "mqtt": {"host": "127.0.0.1", "port": 1, "username": "relay", "password": "x"},
+                                 "retention": {"events_days": 3, "alarms_days": 90}})
+    service = build_service(cfg)  # built, not started
+    [purger] = [c for c in service.components if isinstance(c, Purger)]
+    assert purger.section.events_days == 3 and purger.section.alarms_days == 90
