@@ -52,6 +52,8 @@ _WORD_IDS: Final[dict[str, str]] = {
     "fix_age": N_("fix {n} min old"),
     # TRANSLATORS: last line of the fallback SMS; {ref} is the event id.
     "footer": N_("Sent by SMS: the alarm server did not answer. Ref {ref}"),
+    # TRANSLATORS: last line of the cancel SMS; {ref} is the cancelled alarm's event id.
+    "ref": N_("Ref {ref}"),
     # TRANSLATORS: {kind} is the alarm kind, e.g. "Panic alarm".
     "cancel_body": N_("{kind} was a false alarm, cancelled by the worker"),
 }
@@ -128,6 +130,6 @@ def render_cancel(alarm_kind: str, language: str, *, worker: str, site: str, dev
         + _word("cancel_body", language).format(kind=kind_name(alarm_kind, language)),
         _who(worker, site, device_id),
         _when(occurred_at, tz, language),
-        f"Ref {event_id}",
+        _word("ref", language).format(ref=event_id),
     ]
     return "\n".join(lines)

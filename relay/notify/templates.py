@@ -66,6 +66,8 @@ _TEXT_IDS: Final[dict[str, str]] = {
     "restored": N_("RESTORED: {kind} – {worker}: back to normal (ref {ref})."),
     # TRANSLATORS: {by} is the name of the contact who took the alarm.
     "acknowledged": N_("ACKNOWLEDGED: The alarm from {worker} (ref {ref}) was acknowledged by {by}."),
+    # TRANSLATORS: e-mail subject of the messages after an alarm; {what} is their first word, e.g. "CANCELLED".
+    "subject_news": N_("{what}: {worker} (ref {ref})"),
     # TRANSLATORS: {refs} lists the open alarms, e.g. "17 (Anna), 18 (Ole)"; {example} is one ref.
     "ambiguous": N_("Several alarms are open: {refs}. Reply OK and the ref, e.g. \"OK {example}\"."),
 }
@@ -168,7 +170,7 @@ def render(message: str, language: str, ctx: MessageContext, *, channel: str = "
     subject = t["subject"].format(**values)
     if message != "alarm":
         body = t[message].format(**values)
-        subject = body.partition(":")[0] + f": {values['worker']} (ref {ctx.ref})"
+        subject = t["subject_news"].format(what=body.partition(":")[0], worker=values["worker"], ref=ctx.ref)
     else:
         lines = [t["head"], t["worker"]]
         lines += [t[k] for k, v in (("site", ctx.site), ("address", ctx.address)) if v]
