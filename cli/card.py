@@ -23,9 +23,11 @@ from i18n import LANGUAGES
 @click.option("--language", type=click.Choice(LANGUAGES), help="Language of the card (default: the worker's).")
 @click.option("--registry", "registry_path", type=click.Path(dir_okay=False, exists=True),
               help="Read the worker from this registry TOML instead of the relay's Redis.")
+@click.option("--device-config", "device_config", type=click.Path(dir_okay=False, exists=True),
+              help="The worker's device.toml: the card states its [timing] gestures and [device] silent.")
 @_redis_options
 def card(worker_name: str, output: str, language: str | None, registry_path: str | None,
-         config_path: str, redis_url: str | None) -> None:
+         device_config: str | None, config_path: str, redis_url: str | None) -> None:
     """Write the one-page card for a worker, in their language: what the button does and
     what each vibration means, with pictures.
 
@@ -33,10 +35,11 @@ def card(worker_name: str, output: str, language: str | None, registry_path: str
     Examples:
       lonewatch card --worker "Anna Hansen" -o anna.pdf
       lonewatch card --worker "Anna Hansen" -o anna-ar.pdf --language ar --redis redis://localhost:6379/0
+      lonewatch card --worker "Anna Hansen" -o anna.pdf --device-config lab/lw-0042/device.toml
     """
     from protocol.errors import LonewatchError
 
-    from relay.card import CardError, card_for_worker
+    from relay.card import CardError, CardTimings, card_for_worker
     from relay.registry import RegistryStore, load_registry_toml
 
     if registry_path:
@@ -46,8 +49,20 @@ def card(worker_name: str, output: str, language: str | None, registry_path: str
             _fail(str(exc), EXIT_CONFIG)
     else:
         doc = _guard(lambda: RegistryStore(_store(config_path, redis_url)).load())
+    timings = CardTimings()
+    if device_config:
+        from device.config import load_device_config
+
+        try:
+            dc = load_device_config(device_config)
+        except LonewatchError as exc:
+            _fail(str(exc), EXIT_CONFIG)
+        t = dc.timing
+        timings = CardTimings(hold_s=t.hold_s, cancel_presses=t.cancel_presses, cancel_window_s=t.cancel_window_s,
+                              checkin_presses=t.checkin_presses, checkin_window_s=t.checkin_window_s,
+                              checkin_default_s=t.checkin_default_s, silent=dc.device.silent)
     try:
-        pdf = card_for_worker(doc, worker_name, language)
+        pdf = card_for_worker(doc, worker_name, language, timings=timings)
     except CardError as exc:
         _fail(str(exc), EXIT_FAILED)
     Path(output).write_bytes(pdf)

@@ -201,3 +201,17 @@ def test_cli_reads_a_registry_file(tmp_path: Path) -> None:
     res = CliRunner().invoke(main, ["card", "--worker", "Ole", "-o", str(out), "--registry", str(reg), "--language", "ro"])
     assert res.exit_code == 0, res.output
     assert "Butonul tău de alarmă" in pdftotext(out)
+
+
+def test_cli_states_the_timings_of_the_workers_device(tmp_path: Path) -> None:
+    reg = tmp_path / "registry.toml"
+    reg.write_text('[[workers]]\nname = "Ole"\nnumber = 3\nlanguage = "en"\n', encoding="utf-8")
+    dev = tmp_path / "device.toml"
+    dev.write_text('[device]\nid = "lw-0042"\nsilent = false\n[mqtt]\nhost = "relay.example.com"\n'
+                   '[timing]\nhold_s = 3.0\ncheckin_default_s = 900\n', encoding="utf-8")
+    out = tmp_path / "ole.pdf"
+    res = CliRunner().invoke(main, ["card", "--worker", "Ole", "-o", str(out), "--registry", str(reg),
+                                    "--device-config", str(dev)])
+    assert res.exit_code == 0, res.output
+    text = " ".join(pdftotext(out).split())
+    assert "Hold the button for 3 seconds" in text and "15-minute timer" in text and "also beeps" in text
