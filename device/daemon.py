@@ -292,9 +292,11 @@ class DeviceDaemon:
         """
         with self._lock:
             seq = self.queue.next_sequence()
+            # Where the worker is goes out only with an alarm or on shift (issue 13).
+            position = self.modem_state.position if kind in ALARM_KINDS or self.on_shift else None
             event = Event(
                 device=self.device_id, seq=seq, kind=kind, ts=time.time(),
-                position=self.modem_state.position, data=data or {},
+                position=position, data=data or {},
             )  # fmt: skip
             try:
                 payload = encode(event)
@@ -528,7 +530,8 @@ class DeviceDaemon:
         ms = self.modem_state
         return Alive(
             device=self.device_id, ts=time.time(), battery_pct=self.battery.percent if self.battery else None,
-            signal_dbm=ms.signal_dbm, registration=ms.registration, position=ms.position,
+            signal_dbm=ms.signal_dbm, registration=ms.registration,
+            position=ms.position if self.on_shift else None,  # issue 13: no position off shift
             uptime_s=round(time.monotonic() - self._started, 1), firmware=FIRMWARE_VERSION,
             queue_depth=self.queue.depth(),
         )  # fmt: skip

@@ -37,6 +37,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import phonenumbers
 import redis
 
+import i18n
 from protocol.configfile import ConfigChecker, ConfigError, ConfigSource, TableReader, load_toml
 
 from .store import DeviceEntry, Store, StoreError, registry_key
@@ -46,7 +47,7 @@ __all__ = [
     "RegistryStore", "Site", "Worker", "dump_registry_toml", "load_registry_toml", "normalize_phone",
 ]
 
-LANGUAGES: Final = ("da", "en", "pl", "ro", "uk", "ar")
+LANGUAGES: Final = i18n.LANGUAGES  # the languages with catalogs (issue 13)
 ROLES: Final = ("manager", "employer", "safety_representative", "guard", "colleague")
 POLICIES: Final = ("arc_then_contacts", "contacts_only", "arc_only")
 DEFAULT_ESCALATE_AFTER_S: Final = 120

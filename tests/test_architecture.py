@@ -55,6 +55,9 @@ def test_the_tree_keeps_its_layers(tmp_path: Path) -> None:
     ("modem/sms.py", "import device.queue", "Each floor uses only the floors below it"),
     ("protocol/topics.py", "import socket", "protocol/ is the pure wire contract"),
     ("device/feedback.py", "import redis", "device/ and modem/ run on the Pi"),
+    ("i18n/__init__.py", "import relay.store", "Each floor uses only the floors below it"),
+    ("i18n/__init__.py", "import protocol.messages", "Each floor uses only the floors below it"),
+    ("i18n/__init__.py", "import babel", "i18n/ reads the catalogs with the standard library"),
 ])
 def test_a_wrong_import_breaks_the_contract(tmp_path: Path, module: str, line: str, contract: str) -> None:
     tree = _copy(tmp_path)
