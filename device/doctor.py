@@ -49,6 +49,7 @@ from protocol.messages import Ack, Event, decode_for_topic, encode
 from protocol.topics import topic
 
 from device.config import DeviceConfig
+from device.doctor_voice import check_voice
 
 __all__ = [
     "CLOCK_LIMIT_S",
@@ -74,6 +75,7 @@ SERIAL_CONSOLE_FIX = ("disable the serial console on this UART: `sudo raspi-conf
 
 CHECK_NAMES = ("config", "button", "modem.port", "modem.sim", "modem.registration", "modem.signal",
                "modem.gnss", "broker", "relay", "clock")
+CHECK_NAMES += ("modem.voice", "modem.voice_call")  # issue 11: device/doctor_voice.py
 #: Groups accepted by ``--skip``.
 SKIP_GROUPS = ("button", "modem", "broker", "relay", "clock")
 
@@ -461,6 +463,7 @@ class Doctor:
             self._add(Check("modem.port", "pass", f"modem answers on {mc.port} ({modem.flavour})"))
             self._add(Check("modem.sim", "pass", f"SIM {state.lower()}"))
             self._modem_network(modem)
+            check_voice(self.cfg, modem, self._add)
         except ModemError as exc:
             self._add(Check("modem.port", "fail", f"modem error: {exc}", "power-cycle the modem and run doctor again"))
         finally:

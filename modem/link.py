@@ -120,6 +120,11 @@ class AtLink(LineRouter):
         #: Strings never to be logged (the SIM PIN, set by :meth:`modem.at.Modem.init`).
         self._secrets: tuple[str, ...] = ()
 
+    @property
+    def urc_listeners(self) -> list[Callable[[str], None]]:
+        """The listeners added by :meth:`add_urc_listener` (a live list: append/remove work)."""
+        return self._urc_listeners
+
     def add_urc_listener(self, listener: Callable[[str], None]) -> None:
         """Also hand every URC to ``listener`` (reader thread; same rules as ``urc_handler``).
         Feature modules (voice calls, SMS reception …) use this so that they do not replace

@@ -33,6 +33,9 @@ __all__ = [
 #: Metres of position error per unit of HDOP (a typical user-equivalent range error for a
 #: consumer GNSS receiver). ``accuracy_m = HDOP × UERE_M`` when the modem gives nothing better.
 UERE_M = 5.0
+#: Largest HDOP a receiver reports (NMEA 0183 GSA/GGA: 0.5–99.9; some modems say 99.99 for
+#: "very poor"): anything above is a garbled reply, never a fix.
+MAX_HDOP = 100.0
 
 _FINAL_OK = "OK"
 _PROMPT = ">"
@@ -57,6 +60,10 @@ URC_PREFIXES = frozenset({
     "+CGPSINFO", "+CGNSSINFO", "+SIMCARD", "+QIND", "+QUSIM", "+QGPSURC", "+QIURC", "+PSUTTZ",
     "*PSUTTZ", "^RSSI", "^MODE", "^BOOT", "^SYSSTART", "^SRVST", "DST",
 })
+#: Voice-call URCs (issue 11, :mod:`modem.calls`): SIM7600 ``VOICE CALL: BEGIN/END``,
+#: ``MISSED_CALL``, ``+RXDTMF``; Quectel ``+QTONEDET``; unsolicited ``+CLCC`` (AT+CLCC=1).
+URC_PREFIXES = URC_PREFIXES | frozenset({"VOICE CALL", "MISSED_CALL", "+RXDTMF", "+DTMF",
+                                         "+QTONEDET", "+CLCC"})
 
 _NAME_RE = re.compile(r"^AT([+^$*#%][A-Z0-9]+)", re.IGNORECASE)
 # A command carrying a secret (27.007 §8.3 +CPIN, §7.5 +CPWD, §7.4 +CLCK), found anywhere in a
@@ -339,7 +346,7 @@ def parse_qgpsloc(cmd: str, line: str) -> GnssFix:
         f = [f[0], f[1] + f[2], f[3] + f[4], *f[5:]]
     lat, lon = _qgps_coordinate(cmd, line, f[1], 90), _qgps_coordinate(cmd, line, f[2], 180)
     hdop = _finite(cmd, line, f[3], "HDOP")
-    if hdop < 0:
+    if not 0 <= hdop <= MAX_HDOP:
         raise ModemReplyError(cmd, line, "coordinates or HDOP out of range")
     return GnssFix(lat=lat, lon=lon, accuracy_m=round(hdop * UERE_M, 1),
                    fixed_at=_utc(cmd, line, f[9], f[0]), altitude_m=_opt_float(f[4]), hdop=hdop)

@@ -37,6 +37,7 @@ from .sim_console import SimConsole
 from .sim_faults import SimFaults, Where
 from .sim_gnss import SimGnss
 from .sim_pty import PtySimBase
+from .sim_calls import SimCalls
 from .sim_sms import SimSms
 
 __all__ = ["ModemSimulator", "Where"]
@@ -86,6 +87,8 @@ class ModemSimulator(SimConsole, SimFaults, SimSms, SimGnss, PtySimBase):
         self._init_faults()
         self._init_sms()
         self._init_gnss()
+        #: The voice-call model (issue 11, :mod:`modem.sim_calls`).
+        self.calls = SimCalls(self)
         self._flavour = flavour
         self._pin = pin
         self._sim_state = sim_state
@@ -350,6 +353,9 @@ class ModemSimulator(SimConsole, SimFaults, SimSms, SimGnss, PtySimBase):
                 arg = up[8:]
                 valid = arg.isdigit() if self._cmgf == 0 else arg.startswith('"')
                 return [], ">" if valid else "+CMS ERROR: 304", []
+            call_reply = self.calls.handle(cmd, up)
+            if call_reply is not None:
+                return call_reply
             if self._flavour == "sim7600":
                 return self._sim7600_gnss(up)
             return self._quectel_gnss(up)

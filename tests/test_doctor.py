@@ -67,7 +67,7 @@ def test_doctor_passes_every_check_on_a_good_installation(lab, device_toml):
     checks = _by_name(doc)
     assert code == 0 and doc["failures"] == 0
     assert [c["check"] for c in doc["checks"]] == ["config", "button", "modem.port", "modem.sim", "modem.registration",
-                                                  "modem.signal", "modem.gnss", "broker", "relay", "clock"]
+                                                  "modem.signal", "modem.gnss", "modem.voice", "broker", "relay", "clock"]
     assert all(c["status"] == "pass" for c in doc["checks"]), doc
     assert checks["broker"]["tls"].startswith("TLSv1.")
     assert abs(checks["clock"]["offset_s"]) < CLOCK_LIMIT_S
