@@ -33,6 +33,10 @@ every ``poll_s`` seconds: a call that ``AT+CLCC`` no longer lists is over, whate
 Why a call ended comes from ``AT+CEER`` (:func:`modem.calls.ceer_reason`): normal clearing after
 the answer is the far end hanging up; anything else after the answer is a dropped call.
 
+Quectel sends no URC when the far end answers: the answer is seen by the next ``AT+CLCC`` poll
+(up to ``poll_s`` later; a DTMF key is seen at once). A call dropped within that time counts
+as not answered (``failed``): the caller moves to the next number instead of redialling.
+
 Verified against the modem simulator (:mod:`modem.sim_calls`) and the AT manuals only, not on
 real hardware.
 """

@@ -303,3 +303,29 @@ def test_alarm_raised_during_a_call_still_goes_out(rigs, mosquitto, broker_users
 ])
 def test_number_matches(caller: str, ok: bool) -> None:
     assert number_matches(caller, {ARC1}) is ok
+
+
+def test_alarm_during_a_call_with_data_paused_goes_out_after_the_call(rigs, mosquitto, broker_users) -> None:
+    """2G circuit-switched call: data may pause for the call. Modelled by the broker being away
+    for the call's duration: the second alarm waits in the queue and goes out after the call."""
+    rig = rigs(mqtt={"port": mosquitto.port, "password": broker_users["lw-0001"]})
+    assert rig.daemon.link.connected.wait(10)
+    rig.hold()
+    assert rig.sim.calls.wait_for("active", 5)
+    mosquitto.stop()  # data pauses during the call
+    deadline = time.monotonic() + 10
+    while rig.daemon.link.connected.is_set():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    rig.hold()
+    deadline = time.monotonic() + 5
+    while rig.steps.kinds().count("silent_panic") < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    second = [f for s, f in rig.steps.items if s == "queued" and f["kind"] == "silent_panic"][1]
+    rig.sim.calls.far_end_hangup()
+    rig.steps.wait("voice_done", reason="remote_hangup")
+    assert rig.daemon.queue.get(second["id"]) is not None  # kept while data was away
+    mosquitto.start()  # the call is over: data again
+    published = rig.steps.wait("published", 30, id=second["id"])
+    assert rig.index("voice_done") < rig.steps.items.index(("published", published))

@@ -51,7 +51,10 @@ def test_listen_in_then_talk_key_then_far_end_hangs_up(rig) -> None:
 
     def far_end() -> None:
         assert sim.calls.wait_for("active", 5.0)
-        time.sleep(0.3)
+        answered_seen(steps)
+        deadline = time.monotonic() + 5
+        while not sim.calls.audio["speaker_muted"] and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert sim.calls.audio["speaker_muted"] is True and sim.calls.audio["mic_muted"] is False
         sim.calls.far_end_dtmf("1")
         deadline = time.monotonic() + 5
@@ -102,9 +105,17 @@ def test_network_no_answer_urc(rig) -> None:
     assert cc.dial(ARC, ring_timeout_s=10).reason == "no_answer"
 
 
+def answered_seen(steps: list, timeout_s: float = 5.0) -> None:
+    """Wait until the controller saw the answer (Quectel: only by AT+CLCC polling)."""
+    deadline = time.monotonic() + timeout_s
+    while not any(s == "voice_answered" for s, _ in list(steps)):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
 def test_dropped_call_is_told_apart_from_a_hang_up(rig) -> None:
-    sim, _m, cc, _ = rig
-    later(sim.calls.drop, after_state=(sim, "active"))
+    sim, _m, cc, steps = rig
+    later(lambda: (answered_seen(steps), sim.calls.drop()), delay=0)
     end = cc.dial(ARC, ring_timeout_s=10)
     assert (end.reason, end.answered) == ("dropped", True)
     assert "AT+CEER" in sim.commands()
@@ -123,7 +134,8 @@ def test_hang_up_by_key_and_by_stop(rig) -> None:
 
 def test_silent_end_only_clcc_knows(rig) -> None:
     sim, _m, cc, _ = rig
-    later(lambda: sim.calls.far_end_hangup(silent=True), after_state=(sim, "active"), delay=0.3)
+    sim_steps = rig[3]
+    later(lambda: (answered_seen(sim_steps), sim.calls.far_end_hangup(silent=True)), delay=0)
     end = cc.dial(ARC, ring_timeout_s=10)
     assert end.reason == "remote_hangup" and end.detail == "AT+CLCC lists no call"
 

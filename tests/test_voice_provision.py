@@ -60,3 +60,23 @@ def test_provision_without_registry_voice_leaves_defaults(broker, tmp_path) -> N
     provision(_request(broker, tmp_path, None))
     voice = tomllib.loads((tmp_path / "lw-0042" / "device.toml").read_text())["voice"]
     assert voice["numbers"] == [] and voice["kinds"] == ["panic", "silent_panic", "man_down"]
+
+
+def test_cli_registry_voice_numbers_kept_on_update(redis_server) -> None:
+    from click.testing import CliRunner
+
+    from cli.main import main
+
+    def run(*args: str):
+        return CliRunner().invoke(main, [*args, "--redis", redis_server.url], catch_exceptions=False)
+
+    assert run("registry", "add", "account", "1234ab", "--voice-number", "+45 70 10 10 10",
+               "--voice-number", "+4570202020").exit_code == 0
+    assert run("registry", "add", "site", "Kontoret", "--account", "1234AB", "--voice-number", "+4533333333").exit_code == 0
+    assert run("registry", "add", "account", "1234ab", "--name", "ARC Nord").exit_code == 0  # update keeps them
+    doc = RegistryStore(Store.from_url(redis_server.url)).load()
+    assert doc.account("1234AB").voice_numbers == ("+4570101010", "+4570202020")
+    assert doc.account("1234AB").name == "ARC Nord"
+    assert doc.site("Kontoret").voice_numbers == ("+4533333333",)
+    bad = run("registry", "add", "account", "1234ab", "--voice-number", "12")
+    assert bad.exit_code != 0 and "voice_numbers" in bad.output
