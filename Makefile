@@ -1,6 +1,7 @@
 # lonewatch — the two commands a new user needs: `make demo` and `make test`.
 # Both set up everything first: a virtualenv in .venv, the package, and the Mosquitto and
-# Redis server binaries (installed with apt-get when run as root, otherwise the exact line).
+# Redis server binaries and Debian's chromium for the console's browser tests (installed with
+# apt-get when run as root, otherwise the exact line; no browser is ever downloaded otherwise).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -14,16 +15,16 @@ setup: servers $(STAMP)
 
 servers:
 	@missing=""; \
-	for b in mosquitto mosquitto_passwd redis-server mcopy; do \
+	for b in mosquitto mosquitto_passwd redis-server mcopy chromium; do \
 	  command -v $$b >/dev/null 2>&1 || [ -x /usr/sbin/$$b ] || missing="$$missing $$b"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing mosquitto, redis-server and mtools (missing:$$missing)"; \
+	    echo "installing mosquitto, redis-server, mtools and chromium (missing:$$missing)"; \
 	    DEBIAN_FRONTEND=noninteractive apt-get update -q && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto redis-server mtools || exit 1; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto redis-server mtools chromium || exit 1; \
 	  else \
-	    echo "missing:$$missing — install with: sudo apt-get install -y mosquitto redis-server mtools"; exit 1; \
+	    echo "missing:$$missing — install with: sudo apt-get install -y mosquitto redis-server mtools chromium"; exit 1; \
 	  fi; \
 	fi
 
