@@ -129,6 +129,19 @@ class Console:
 
 
 _NO_STORE = {"Cache-Control": "no-store"}
+#: What the alarm page says after an action (``?done=``); msgids.
+NOTICES = {
+    "take_acked": "You have taken charge. Escalation stopped; the contacts told so far are told that you have it.",
+    "take_already": "Someone else had already taken charge (see who has it).",
+    "take_closed": "The alarm was already closed (cancelled or restored): nothing to take.",
+    "take_missing": "No such alarm.",
+    "resolve_resolved": "Resolved.",
+    "resolve_already": "This alarm was already resolved.",
+    "resolve_closed": "Could not take charge of the alarm first, so it was not resolved.",
+    "resolve_missing": "No such alarm.",
+    "note": "Note added to the history.",
+    "note_missing": "No such alarm: the note was not kept.",
+}
 _SECURITY_HEADERS = [
     (b"content-security-policy", b"default-src 'self'; img-src 'self' data: https: http:; style-src 'self'; "
                                  b"script-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"),
@@ -262,11 +275,11 @@ async def logout(request: Request, c: Console, user: User, form: Any) -> Respons
 
 @_read
 async def queue_page(request: Request, c: Console, user: User) -> Response:
+    await c.feed.poll_once()  # a page load shows what Redis holds now
     snap = c.feed.snapshot
-    html, rows = c.queue_html(snap, user, request.session.get("csrf") or "")
     if not request.session.get("csrf"):
         request.session["csrf"] = new_csrf_token()
-        html, rows = c.queue_html(snap, user, request.session["csrf"])
+    html, rows = c.queue_html(snap, user, request.session["csrf"])
     return c.page(request, "queue.html", rows_html=html, ids=[r["id"] for r in rows], version=snap.version)
 
 
@@ -301,7 +314,7 @@ async def alarm_page(request: Request, c: Console, user: User) -> Response:
                       message=f"There is no alarm {alarm_id} (alarm records are kept 30 days).")
     history = await run_in_threadpool(queries.history_view, c.store, alarm_id)
     return c.page(request, "alarm.html", alarm=alarm, history=history, outcomes=queries.OUTCOMES,
-                  notice=request.query_params.get("done", ""))
+                  notice=NOTICES.get(request.query_params.get("done", ""), ""))
 
 
 @_read

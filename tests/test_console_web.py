@@ -1,0 +1,215 @@
+"""The console over HTTP (a real ``lonewatch console run`` process on a real Redis): sign-in,
+wrong password, CSRF, login throttling, roles, sessions that end, audit trail, headers.
+
+Alarms are opened with :class:`relay.alarms.AlarmStore` exactly as the relay's escalation
+opens them (the full chain with a device is in test_console_browser.py).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+
+from console.audit import Audit
+from console.users import UserStore
+from labstack.console_runner import ConsoleProcess
+from relay.alarms import AlarmStore
+from relay.registry import Contact
+from relay.store import Store
+
+pytestmark = pytest.mark.integration
+
+PASSWORDS = {"ada": "operator-password-1", "vic": "viewer-password-1", "root": "admin-password-1"}
+
+
+@pytest.fixture
+def web(redis_server, tmp_path: Path):
+    cfg = tmp_path / "relay.toml"
+    cfg.write_text(f'[redis]\nurl = "{redis_server.url}"\n\n[console]\nlogin_max_failures = 3\nlogin_window_s = 60\n')
+    store = Store.from_url(redis_server.url)
+    users = UserStore(store)
+    users.add("ada", "operator", PASSWORDS["ada"], name="Ada Operator")
+    users.add("vic", "viewer", PASSWORDS["vic"], name="Vic Viewer")
+    users.add("root", "admin", PASSWORDS["root"])
+    with ConsoleProcess(cfg, tmp_path / "console.log") as console:
+        yield console, store
+
+
+def _token(html: str) -> str:
+    m = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert m, "no CSRF field in the page"
+    return m.group(1)
+
+
+def _client(console: ConsoleProcess) -> httpx.Client:
+    return httpx.Client(base_url=console.url, follow_redirects=False, timeout=10)
+
+
+def _sign_in(client: httpx.Client, login: str, password: str | None = None) -> httpx.Response:
+    token = _token(client.get("/login").text)
+    return client.post("/login", data={"csrf": token, "username": login, "password": password or PASSWORDS[login],
+                                       "next": "/"})
+
+
+def _open_alarm(store: Store, alarm_id: str = "lw-0001:7") -> str:
+    contacts = (Contact("Per Jensen", "manager", phone="+4520110001"),)
+    fields = {"device": "lw-0001", "kind": "panic", "worker": "Anna Hansen", "site": "Depot", "escalate_after_s": 120,
+              "max_rounds": 3, "policy": "arc_then_contacts", "lat": 55.6, "lon": 12.5}
+    assert AlarmStore(store).open(alarm_id, fields, contacts, escalate=True, detail="test") == 1
+    return alarm_id
+
+
+def test_pages_need_a_session(web) -> None:
+    console, _ = web
+    with _client(console) as c:
+        for path in ("/", "/workers", "/figures", "/figures.csv", "/admin", "/alarm/lw-0001:7", "/events"):
+            r = c.get(path)
+            assert r.status_code == 303 and r.headers["location"].startswith("/login"), path
+
+
+def test_wrong_password_refused_and_audited(web) -> None:
+    console, store = web
+    with _client(console) as c:
+        r = _sign_in(c, "ada", "not-her-password")
+        assert r.status_code == 401 and "Wrong user name or password" in r.text
+        assert c.get("/").status_code == 303  # still signed out
+        r = _sign_in(c, "nobody", "whatever-password")
+        assert r.status_code == 401
+    entries = Audit(store).recent()
+    assert [e["outcome"] for e in entries if e["action"] == "login"][:2] == ["wrong_password", "wrong_password"]
+    assert all("not-her-password" not in str(e) for e in entries), "a password reached the audit trail"
+
+
+def test_login_without_csrf_token_refused(web) -> None:
+    console, _ = web
+    with _client(console) as c:
+        c.get("/login")
+        r = c.post("/login", data={"username": "ada", "password": PASSWORDS["ada"], "next": "/"})
+        assert r.status_code == 403
+        r = c.post("/login", data={"csrf": "forged", "username": "ada", "password": PASSWORDS["ada"]})
+        assert r.status_code == 403
+        assert c.get("/").status_code == 303
+
+
+def test_form_without_csrf_token_refused(web) -> None:
+    console, store = web
+    alarm_id = _open_alarm(store)
+    with _client(console) as c:
+        assert _sign_in(c, "ada").status_code == 303
+        token = _token(c.get("/").text)
+        assert c.post(f"/alarm/{alarm_id}/take", data={}).status_code == 403
+        assert c.post(f"/alarm/{alarm_id}/take", data={"csrf": token + "x"}).status_code == 403
+        # A cross-site post carrying the right token is refused by its Origin too.
+        r = c.post(f"/alarm/{alarm_id}/take", data={"csrf": token}, headers={"Origin": "https://evil.example"})
+        assert r.status_code == 403
+        assert AlarmStore(store).get(alarm_id).state == "open"
+        r = c.post(f"/alarm/{alarm_id}/take", data={"csrf": token})
+        assert r.status_code == 303
+    alarm = AlarmStore(store).get(alarm_id)
+    assert alarm.state == "acked" and alarm.get("acked_by") == "Ada Operator" and alarm.get("ack_via") == "console"
+    refused = [e for e in Audit(store).recent() if e["action"] == "take_charge" and e["outcome"] == "refused"]
+    assert len(refused) == 3
+
+
+def test_login_throttled_after_failures(web) -> None:
+    console, store = web
+    with _client(console) as c:
+        for _ in range(3):
+            assert _sign_in(c, "ada", "wrong-password-x").status_code == 401
+        # Even the right password is refused now, without being checked.
+        r = _sign_in(c, "ada")
+        assert r.status_code == 429
+    assert any(e["outcome"] == "throttled" for e in Audit(store).recent())
+
+
+def test_viewer_reads_but_cannot_write(web) -> None:
+    console, store = web
+    alarm_id = _open_alarm(store)
+    with _client(console) as c:
+        assert _sign_in(c, "vic").status_code == 303
+        page = c.get("/")
+        assert alarm_id in page.text and 'class="take"' not in page.text
+        token = _token(page.text)
+        for action, data in (("take", {}), ("resolve", {"outcome": "test"}), ("note", {"note": "hello"})):
+            r = c.post(f"/alarm/{alarm_id}/{action}", data={"csrf": token, **data})
+            assert r.status_code == 403, action
+        assert c.get("/admin").status_code == 403
+    alarm = AlarmStore(store).get(alarm_id)
+    assert alarm.state == "open" and not alarm.get("outcome")
+    assert [e["what"] for e in AlarmStore(store).history(alarm_id)] == ["opened"]
+
+
+def test_operator_resolves_with_outcome_and_note(web) -> None:
+    console, store = web
+    alarm_id = _open_alarm(store)
+    with _client(console) as c:
+        _sign_in(c, "ada")
+        token = _token(c.get(f"/alarm/{alarm_id}").text)
+        r = c.post(f"/alarm/{alarm_id}/resolve", data={"csrf": token, "outcome": "nonsense"})
+        assert r.status_code == 400
+        r = c.post(f"/alarm/{alarm_id}/resolve", data={"csrf": token, "outcome": "false_alarm", "note": "pressed by mistake"})
+        assert r.status_code == 303
+        page = c.get(f"/alarm/{alarm_id}").text
+        assert "false_alarm" in page and "pressed by mistake" in page
+        assert alarm_id not in c.get("/").text  # no longer in the queue
+        r = c.post(f"/alarm/{alarm_id}/resolve", data={"csrf": token, "outcome": "genuine"})
+        assert "already" in r.headers["location"]
+    alarm = AlarmStore(store).get(alarm_id)
+    # Resolving an alarm nobody had took charge first (the same acknowledgement).
+    assert alarm.state == "acked" and alarm.get("outcome") == "false_alarm" and alarm.get("resolved_by") == "Ada Operator"
+    whats = [e["what"] for e in AlarmStore(store).history(alarm_id)]
+    assert whats == ["opened", "acknowledged", "resolved"]
+    actions = [e["action"] for e in Audit(store).recent() if e["target"] == alarm_id]
+    assert "resolve" in actions and "take_charge" in actions
+
+
+def test_sign_out_ends_the_session_everywhere(web) -> None:
+    console, store = web
+    with _client(console) as c:
+        _sign_in(c, "ada")
+        cookie = c.cookies.get("lwconsole")
+        token = _token(c.get("/").text)
+        assert c.post("/logout", data={"csrf": token}).status_code == 303
+    with _client(console) as replay:
+        replay.cookies.set("lwconsole", cookie)
+        assert replay.get("/").status_code == 303, "a signed-out session cookie still works"
+
+
+def test_password_change_and_removal_end_sessions(web) -> None:
+    console, store = web
+    with _client(console) as c:
+        _sign_in(c, "ada")
+        assert c.get("/").status_code == 200
+        UserStore(store).passwd("ada", "a-brand-new-password")
+        assert c.get("/").status_code == 303
+        assert _sign_in(c, "ada", "a-brand-new-password").status_code == 303
+        UserStore(store).remove("ada")
+        assert c.get("/").status_code == 303
+
+
+def test_cookie_and_security_headers(web) -> None:
+    console, _ = web
+    with _client(console) as c:
+        r = c.get("/login")
+        cookie = r.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=lax" in cookie and "secure" not in cookie  # plain http here
+        assert "default-src 'self'" in r.headers["content-security-policy"]
+        assert r.headers["x-frame-options"] == "DENY"
+    with _client(console) as c:
+        # Behind the TLS proxy (trusted address 127.0.0.1): the cookie is Secure.
+        r = c.get("/login", headers={"X-Forwarded-Proto": "https"})
+        assert "secure" in r.headers["set-cookie"].lower()
+
+
+def test_every_asset_is_served_by_the_console(web) -> None:
+    console, _ = web
+    with _client(console) as c:
+        _sign_in(c, "ada")
+        html = c.get("/").text
+        for ref in re.findall(r'(?:src|href)="([^"]+)"', html):
+            assert ref.startswith("/"), f"external reference {ref}"
+            if ref.startswith("/static/"):
+                assert c.get(ref).status_code == 200, ref
