@@ -145,9 +145,16 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
 
+def _cell(text: str) -> str:
+    """A text cell a spreadsheet will not run: a leading ``= + - @`` (or tab/CR) gets a ``'``
+    (OWASP "CSV Injection")."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
 def figures_csv(fig: dict[str, Any]) -> str:
     """One CSV row per site and one ``(all sites)`` row: month, site, alarms, one column per
-    kind and per outcome, taken, median/p90 time to take charge (s), false-alarm share (0–1)."""
+    kind and per outcome, taken, median/p90 time to take charge (s), false-alarm share (0–1).
+    Site names are guarded against formula injection (:func:`_cell`)."""
     kinds = sorted(fig["by_kind"])
     outcome_cols = list(fig["by_outcome"])
     buf = io.StringIO()
@@ -155,7 +162,7 @@ def figures_csv(fig: dict[str, Any]) -> str:
     w.writerow(["month", "site", "alarms", *[f"kind_{k}" for k in kinds], *[f"outcome_{o}" for o in outcome_cols],
                 "taken_by_a_person", "take_charge_median_s", "take_charge_p90_s", "false_alarm_share"])
     for name, s in [("(all sites)", fig), *fig["sites"].items()]:
-        w.writerow([fig["month"], name, s["alarms"], *[s["by_kind"].get(k, 0) for k in kinds],
+        w.writerow([fig["month"], _cell(name), s["alarms"], *[s["by_kind"].get(k, 0) for k in kinds],
                     *[s["by_outcome"].get(o, 0) for o in outcome_cols], s["taken"], _fmt(s["ttc_median_s"]),
                     _fmt(s["ttc_p90_s"]), _fmt(s["false_alarm_share"], 3)])
     return buf.getvalue()
