@@ -26,8 +26,8 @@ NOT_YET: dict[str, tuple[str, str]] = {}
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    ap.add_argument("--only", default="latency,throughput,device,lostcontact,smsfallback",
-                    help="comma-separated: latency, throughput, device, lostcontact, smsfallback")
+    ap.add_argument("--only", default="latency,throughput,device,lostcontact,smsfallback,console",
+                    help="comma-separated: latency, throughput, device, lostcontact, smsfallback, console")
     ap.add_argument("--quick", action="store_true", help="fewer repetitions (smoke run)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
@@ -39,6 +39,7 @@ def main(argv: list[str]) -> int:
         "device": lambda: b_device.run(window_s=15 if args.quick else 62),
         "lostcontact": lambda: b_lostcontact.run(devices=20_000 if args.quick else 100_000, window_s=20 if args.quick else 60),
         "smsfallback": lambda: b_smsfallback.run(reps=2 if args.quick else 3),
+        "console": lambda: __import__("bench.b_console").b_console.run(runs=1 if args.quick else 3),  # issue 13
     }
     figures: list[Figure] = []
     started = time.monotonic()
