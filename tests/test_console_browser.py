@@ -162,3 +162,55 @@ def test_alarm_raised_while_disconnected_shows_after_reconnect(rig, tmp_path: Pa
             console.start()  # same port: the page reconnects by itself
             page.wait_for_selector(f"#queue-rows tr[data-alarm='{alarm_id}']", timeout=30_000)
             assert page.evaluate("window.lwConsole.connects") >= connects
+
+
+def test_wrong_password_and_missing_csrf_refused_in_the_browser(rig, tmp_path: Path) -> None:
+    stack, console, pw = rig
+    with chromium() as browser:
+        page = browser.new_page()
+        with screenshot_on_failure(page, tmp_path, "refusals"):
+            page.goto(console.url + "/login")
+            page.fill("input[name=username]", "operator")
+            page.fill("input[name=password]", "not-the-password")
+            page.click("form[action='/login'] button[type=submit]")
+            assert "Wrong user name or password" in page.inner_text("#login-error")
+            assert page.query_selector("#queue") is None
+            # The same form with its security token taken out (a forged form) is refused.
+            page.fill("input[name=username]", "operator")
+            page.fill("input[name=password]", pw["operator"])
+            page.evaluate("document.querySelector('form[action=\"/login\"] input[name=csrf]').remove()")
+            page.click("form[action='/login'] button[type=submit]")
+            assert "expired or was not sent by this page" in page.inner_text("#login-error")
+            sign_in(page, console.url, "operator", pw["operator"])
+            stack.hold(2.5)
+            alarm_id = raised_alarm(stack, 1, 20)
+            assert alarm_id is not None
+            row = page.wait_for_selector(f"#queue-rows tr[data-alarm='{alarm_id}']", timeout=20_000)
+            page.evaluate("document.querySelectorAll('#queue-rows input[name=csrf]').forEach(e => e.remove())")
+            row.query_selector("button.take").click()
+            assert "security token missing or wrong" in page.inner_text("#problem")
+            alarm = AlarmStore(stack.relay.store).get(alarm_id)
+            assert alarm is not None and alarm.state == "open"
+
+
+def test_alarm_page_usable_when_no_map_tile_loads(tmp_path: Path) -> None:
+    (tmp_path / "demo").mkdir()
+    with DemoStack(Timeline(live=False), tmp_path / "demo") as stack:
+        with open(stack.relay_config_path, "a") as fh:  # tiles from a server that is not there
+            fh.write('\n[console]\ntile_url = "http://127.0.0.1:9/tiles/{z}/{x}/{y}.png"\n')
+        pw = demo_users(stack.relay.store)
+        with ConsoleProcess(stack.relay_config_path, tmp_path / "console.log") as console, chromium() as browser:
+            page = browser.new_page()
+            with screenshot_on_failure(page, tmp_path, "map"):
+                sign_in(page, console.url, "viewer", pw["viewer"])
+                stack.hold(2.5)
+                alarm_id = raised_alarm(stack, 1, 20)
+                assert alarm_id is not None
+                page.wait_for_selector(f"#queue-rows tr[data-alarm='{alarm_id}'] td.kind a").click()
+                page.wait_for_selector(".map.map-failed", timeout=15_000)
+                assert page.is_visible(".map-note")
+                assert "55.668571, 12.576131" in page.inner_text("dd.pos")
+                assert page.query_selector("#take-form") is None  # a viewer gets no forms
+                shot = tmp_path / "console-alarm-no-tiles.png"
+                page.screenshot(path=str(shot), full_page=True)
+                keep_screenshot(shot)
