@@ -213,3 +213,31 @@ def test_every_asset_is_served_by_the_console(web) -> None:
             assert ref.startswith("/"), f"external reference {ref}"
             if ref.startswith("/static/"):
                 assert c.get(ref).status_code == 200, ref
+
+
+def test_workers_on_shift_offline_and_low_battery_stand_out(web, tmp_path: Path) -> None:
+    import time
+
+    from protocol.messages import Alive, Position
+    from relay.registry import RegistryStore, import_registry_file
+    from relay.store import device_key
+
+    console, store = web
+    reg = tmp_path / "registry.toml"
+    reg.write_text('[[accounts]]\naccount = "1234AB"\n\n[[sites]]\nname = "Depot"\naccount = "1234AB"\n\n'
+                   + "".join(f'[[workers]]\nname = "{w}"\nnumber = {n}\n\n[[devices]]\nid = "{d}"\nworker = "{w}"\nsite = "Depot"\n\n'
+                             for w, n, d in (("Anna", 1, "lw-0001"), ("Bo", 2, "lw-0002"), ("Cai", 3, "lw-0003"))))
+    import_registry_file(RegistryStore(store), reg)
+    store.update_alive(Alive("lw-0001", time.time(), 80, -71, "home", Position(55.6, 12.5, 4.0, time.time()), 1.0, "t", 0))
+    store.update_alive(Alive("lw-0002", time.time(), 9, -101, "home", None, 1.0, "t", 0))
+    store.r.hset(device_key("lw-0001", "sup"), "on_shift", "1")
+    store.r.hset(device_key("lw-0001", "state"), "place", '{"building": "A", "floor": "1", "room": "Laundry"}')
+    with _client(console) as c:
+        _sign_in(c, "vic")
+        html = c.get("/workers").text
+    rows = {m.group(2): m.group(1) for m in re.finditer(r'<tr class="([^"]*)" data-device="([^"]+)"', html)}
+    assert "offline" not in rows["lw-0001"] and "low-battery" not in rows["lw-0001"]
+    assert "low-battery" in rows["lw-0002"]
+    assert "offline" in rows["lw-0003"]  # never heard
+    assert "A, 1, Laundry" in html and "-101 dBm" in html
+    assert html.index('data-device="lw-0001"') < html.index('data-device="lw-0002"')  # on shift first
