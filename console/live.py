@@ -71,10 +71,12 @@ class Feed:
         self._task: asyncio.Task | None = None
         self._last_minute = 0.0
 
-    async def start(self) -> None:
+    async def start(self, *, background: bool = True) -> None:
+        """First read, then (``background``) poll every ``poll_s`` in a task."""
         self._cond = asyncio.Condition()
         await self.poll_once()
-        self._task = asyncio.create_task(self._run(), name="console-feed")
+        if background:
+            self._task = asyncio.create_task(self._run(), name="console-feed")
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -132,10 +132,15 @@ def test_viewer_cannot_take_charge(rig, tmp_path: Path) -> None:
         page = browser.new_page()
         with screenshot_on_failure(page, tmp_path, "viewer"):
             sign_in(page, console.url, "viewer", pw["viewer"])
+            page.click("#sound-toggle")  # this viewer wants no sound; it stays off after a reload
+            page.reload()
+            page.wait_for_selector("body[data-live=live]")
+            assert page.inner_text("#sound-toggle") == "Sound: off"
             stack.hold(2.5)
             alarm_id = raised_alarm(stack, 1, 20)
             assert alarm_id is not None
             row = page.wait_for_selector(f"#queue-rows tr[data-alarm='{alarm_id}']", timeout=20_000)
+            assert page.evaluate("window.lwConsole.chimes") == 0, "the sound played although switched off"
             assert row.query_selector("button.take") is None, "a viewer is offered take charge"
             # Forge the form a viewer is not shown, with the viewer's own valid CSRF token.
             token = page.evaluate("document.querySelector('form[action=\"/logout\"] input[name=csrf]').value")
