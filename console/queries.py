@@ -24,12 +24,27 @@ __all__ = ["QUEUE_WINDOW", "alarm_view", "arc_label", "history_view", "load_alar
 QUEUE_WINDOW: Final = 200
 #: Urgency rank of each state (lower = more urgent).
 URGENCY: Final = {"unanswered": 0, "open": 1, "with_arc": 2, "acked": 3, "cancelled": 4, "restored": 4}
+
+
+def N_(msgid: str) -> str:
+    """Marks a msgid for extraction (Babel ``-k N_``); translated where it is shown."""
+    return msgid
+
+
 #: Kinds in the words an operator uses (msgids: translated in the templates).
 KIND_LABELS: Final = {
-    "panic": "Panic", "silent_panic": "Silent panic", "man_down": "Man down", "missed_checkin": "Missed check-in",
-    "lost_contact": "Lost contact", "low_battery": "Low battery", "test": "Test",
+    "panic": N_("Panic"), "silent_panic": N_("Silent panic"), "man_down": N_("Man down"),
+    "missed_checkin": N_("Missed check-in"), "lost_contact": N_("Lost contact"), "low_battery": N_("Low battery"),
+    "test": N_("Test"),
 }
+#: Outcomes of a resolved alarm (stored values) and their labels.
 OUTCOMES: Final = ("genuine", "false_alarm", "test", "technical")
+OUTCOME_LABELS: Final = {"genuine": N_("Genuine"), "false_alarm": N_("False alarm"), "test": N_("Test"),
+                         "technical": N_("Technical fault"), "cancelled_by_worker": N_("Cancelled by the worker"),
+                         "unresolved": N_("Not resolved yet")}
+#: Alarm states (relay.alarms) in words.
+STATE_LABELS: Final = {"open": N_("nobody has it yet"), "unanswered": N_("NOBODY ANSWERED"), "with_arc": N_("with the ARC"),
+                       "acked": N_("taken"), "cancelled": N_("cancelled by the worker"), "restored": N_("restored")}
 
 
 def load_alarms(store: Store, count: int = QUEUE_WINDOW) -> list[Alarm]:
@@ -47,13 +62,13 @@ def load_alarms(store: Store, count: int = QUEUE_WINDOW) -> list[Alarm]:
 def arc_label(alarm: Alarm) -> tuple[str, str]:
     """``(label, css class)`` of the alarm's ARC state: sent and waiting, ACKed, failed …"""
     if alarm.get("policy") == "contacts_only":
-        return "not sent (contacts only)", "muted"
+        return N_("not sent (contacts only)"), "muted"
     return {
-        "acked": ("ACKed", "ok"),
-        "rejected": ("failed: refused (DUH)", "bad"),
-        "unreachable": ("failed: not reachable, retrying", "bad"),
-        "no_arc": ("no ARC receiver configured", "muted"),
-    }.get(alarm.get("arc_state"), ("sent, waiting for ACK", "warn"))
+        "acked": (N_("ACKed"), "ok"),
+        "rejected": (N_("failed: refused (DUH)"), "bad"),
+        "unreachable": (N_("failed: not reachable, retrying"), "bad"),
+        "no_arc": (N_("no ARC receiver configured"), "muted"),
+    }.get(alarm.get("arc_state"), (N_("sent, waiting for ACK"), "warn"))
 
 
 def _num(value: str) -> float | None:
