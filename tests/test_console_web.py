@@ -241,3 +241,47 @@ def test_workers_on_shift_offline_and_low_battery_stand_out(web, tmp_path: Path)
     assert "offline" in rows["lw-0003"]  # never heard
     assert "A, 1, Laundry" in html and "-101 dBm" in html
     assert html.index('data-device="lw-0001"') < html.index('data-device="lw-0002"')  # on shift first
+
+
+def test_names_are_escaped_not_run(web) -> None:
+    console, store = web
+    contacts = (Contact("<b>Per</b>", "manager", phone="+4520110001"),)
+    AlarmStore(store).open("lw-0009:1", {"device": "lw-0009", "kind": "panic", "worker": "<img src=x onerror=alert(1)>",
+                                         "site": "S", "escalate_after_s": 120, "max_rounds": 3}, contacts,
+                           escalate=False, detail="t")
+    with _client(console) as c:
+        _sign_in(c, "ada")
+        for path in ("/", "/alarm/lw-0009:1"):
+            html = c.get(path).text
+            assert "&lt;img src=x onerror=alert(1)&gt;" in html and "<img src=x" not in html, path
+
+
+def test_two_consoles_share_sessions_and_see_each_others_writes(web, tmp_path: Path) -> None:
+    console, store = web
+    alarm_id = _open_alarm(store)
+    with ConsoleProcess(console.relay_config, tmp_path / "console-2.log") as other, _client(console) as a:
+        _sign_in(a, "ada")
+        token = _token(a.get("/").text)
+        with httpx.Client(base_url=other.url, follow_redirects=False, timeout=10) as b:
+            b.cookies.set("lwconsole", a.cookies.get("lwconsole"))
+            assert b.get("/").status_code == 200, "a session of one console is not good on the other"
+            assert a.post(f"/alarm/{alarm_id}/take", data={"csrf": token}).status_code == 303
+            row = re.search(r'<tr class="([^"]*)" data-alarm="%s"' % re.escape(alarm_id), b.get("/").text)
+            assert row and "state-acked" in row.group(1)
+
+
+def test_live_feed_sends_the_queue_at_once(web) -> None:
+    console, store = web
+    alarm_id = _open_alarm(store)
+    with _client(console) as c:
+        _sign_in(c, "vic")
+        with c.stream("GET", "/events") as resp:
+            assert resp.headers["content-type"].startswith("text/event-stream")
+            for line in resp.iter_lines():
+                if line.startswith("data:"):
+                    import json
+
+                    data = json.loads(line[5:])
+                    assert data["ids"] == [alarm_id] and data["urgent"] == [alarm_id] and data["redis_ok"]
+                    assert "Take charge" not in data["html"]  # rendered for the viewer
+                    break
