@@ -74,7 +74,9 @@ def _clock(ts: float | None) -> str:
 
 
 def _secs(value: float | None) -> str:
-    return "—" if value is None else _ago(value)
+    if value is None:
+        return "—"
+    return f"{value:.1f} s" if value < 60 else _ago(value)
 
 
 def template_env(language: str) -> jinja2.Environment:

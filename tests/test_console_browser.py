@@ -67,7 +67,7 @@ def test_button_hold_to_queue_take_charge_resolve_figures(rig, tmp_path: Path) -
             page.wait_for_selector("#queue-rows tr.empty")
             # Figures of this month before: no genuine alarm.
             page.goto(console.url + "/figures")
-            genuine_before = int(page.inner_text("#fig-all .outcome-genuine"))
+            genuine_before = int(page.inner_text("#figures td.fig-all.outcome-genuine"))
             page.goto(console.url + "/")
             page.wait_for_selector("body[data-live=live]")
 
@@ -120,10 +120,17 @@ def test_button_hold_to_queue_take_charge_resolve_figures(rig, tmp_path: Path) -
             page.goto(console.url + "/")
             page.wait_for_selector("#queue-rows tr.empty")
             page.goto(console.url + "/figures")
-            assert int(page.inner_text("#fig-all .outcome-genuine")) == genuine_before + 1
-            assert page.inner_text("#fig-all .ttc-median") != "—"
+            assert int(page.inner_text("#figures td.fig-all.outcome-genuine")) == genuine_before + 1
+            assert page.inner_text("#figures td.fig-all.ttc-median") != "—"
             csv = page.request.get(console.url + "/figures.csv").text()
             assert "Vestergade 12, basement laundry" in csv and "silent_panic" in csv
+            for name in ("figures", "workers"):
+                if name == "workers":
+                    page.goto(console.url + "/workers")
+                    assert "Anna Hansen" in page.inner_text("#workers tr[data-device='lw-demo-0001']")
+                shot = tmp_path / f"console-{name}.png"
+                page.screenshot(path=str(shot), full_page=True)
+                keep_screenshot(shot)
 
 
 def test_viewer_cannot_take_charge(rig, tmp_path: Path) -> None:

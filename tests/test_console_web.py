@@ -285,3 +285,24 @@ def test_live_feed_sends_the_queue_at_once(web) -> None:
                     assert data["ids"] == [alarm_id] and data["urgent"] == [alarm_id] and data["redis_ok"]
                     assert "Take charge" not in data["html"]  # rendered for the viewer
                     break
+
+
+def test_redis_down_says_so_and_changes_nothing(web, redis_server, wait_until) -> None:
+    console, store = web
+    alarm_id = _open_alarm(store)
+    with _client(console) as c:
+        _sign_in(c, "ada")
+        token = _token(c.get("/").text)
+        redis_server.stop()
+        try:
+            r = c.get("/")
+            assert r.status_code == 503 and "does not answer" in r.text
+            r = c.post(f"/alarm/{alarm_id}/take", data={"csrf": token})
+            assert r.status_code == 503 and "nothing was changed" in r.text
+            assert wait_until(lambda: c.get("/healthz").status_code == 503, 15)
+        finally:
+            redis_server.restart()
+        assert wait_until(lambda: c.get("/healthz").status_code == 200, 15)
+        assert c.get("/").status_code == 200  # the session survived in Redis
+        assert c.post(f"/alarm/{alarm_id}/take", data={"csrf": token}).status_code == 303
+    assert AlarmStore(Store.from_url(redis_server.url)).get(alarm_id).state == "acked"
