@@ -46,6 +46,7 @@ from .config import ConsoleConfig
 from .errors import Forbidden, UserError
 from .live import Feed, Snapshot
 from .security import CSRF_FIELD, LoginThrottle, SchemeSessions, SessionStore, csrf_ok, new_csrf_token, origin_ok, session_secret
+from .queries import N_
 from .users import User, UserStore
 
 __all__ = ["create_app", "template_env"]
@@ -134,16 +135,16 @@ class Console:
 _NO_STORE = {"Cache-Control": "no-store"}
 #: What the alarm page says after an action (``?done=``); msgids.
 NOTICES = {
-    "take_acked": "You have taken charge. Escalation stopped; the contacts told so far are told that you have it.",
-    "take_already": "Someone else had already taken charge (see who has it).",
-    "take_closed": "The alarm was already closed (cancelled or restored): nothing to take.",
-    "take_missing": "No such alarm.",
-    "resolve_resolved": "Resolved.",
-    "resolve_already": "This alarm was already resolved.",
-    "resolve_closed": "Could not take charge of the alarm first, so it was not resolved.",
-    "resolve_missing": "No such alarm.",
-    "note": "Note added to the history.",
-    "note_missing": "No such alarm: the note was not kept.",
+    "take_acked": N_("You have taken charge. Escalation stopped; the contacts told so far are told that you have it."),
+    "take_already": N_("Someone else had already taken charge (see who has it)."),
+    "take_closed": N_("The alarm was already closed (cancelled or restored): nothing to take."),
+    "take_missing": N_("No such alarm."),
+    "resolve_resolved": N_("Resolved."),
+    "resolve_already": N_("This alarm was already resolved."),
+    "resolve_closed": N_("Could not take charge of the alarm first, so it was not resolved."),
+    "resolve_missing": N_("No such alarm."),
+    "note": N_("Note added to the history."),
+    "note_missing": N_("No such alarm: the note was not kept."),
 }
 _SECURITY_HEADERS = [
     (b"content-security-policy", b"default-src 'self'; img-src 'self' data: https: http:; style-src 'self'; "
@@ -174,9 +175,9 @@ def _read(fn: Callable[..., Awaitable[Response]]) -> Callable[[Request], Awaitab
             request.scope["lw_user"] = user
             return await fn(request, c, user)
         except StoreError:
-            return c.page(request, "error.html", 503, title="Relay data unavailable",
-                          message="The relay's Redis does not answer. The console shows nothing it cannot read; "
-                                  "SMS and the relay keep working on their own. Try again in a moment.")
+            return c.page(request, "error.html", 503, title=N_("Relay data unavailable"),
+                          message=N_("The relay's Redis does not answer. The console shows nothing it cannot read; "
+                                  "SMS and the relay keep working on their own. Try again in a moment."))
 
     return handler
 
@@ -198,9 +199,9 @@ def _write(permission: str, action: str) -> Callable:
                     await run_in_threadpool(c.audit.record, user.login if user else "-", user.role if user else "-", action,
                                             target=target, outcome="refused", detail="CSRF token missing or wrong",
                                             addr=_addr(request))
-                    return c.page(request, "error.html", 403, user=user, title="Refused",
-                                  message="This form was not sent by this console page (security token missing or "
-                                          "wrong). Reload the page and try again.")
+                    return c.page(request, "error.html", 403, user=user, title=N_("Refused"),
+                                  message=N_("This form was not sent by this console page (security token missing or "
+                                          "wrong). Reload the page and try again."))
                 if user is None:
                     return _login_redirect(request)
                 request.scope["lw_user"] = user
@@ -208,15 +209,15 @@ def _write(permission: str, action: str) -> Callable:
                     await run_in_threadpool(c.audit.record, user.login, user.role, action, target=target,
                                             outcome="refused", detail=f"role {user.role} may not {permission}",
                                             addr=_addr(request))
-                    return c.page(request, "error.html", 403, title="Refused",
-                                  message=f"Your role ({user.role}) may look but not change anything.")
+                    return c.page(request, "error.html", 403, title=N_("Refused"),
+                                  message=N_("Your role may look but not change anything."))
                 return await fn(request, c, user, form)
             except Forbidden as exc:
-                return c.page(request, "error.html", 403, title="Refused", message=str(exc))
+                return c.page(request, "error.html", 403, title=N_("Refused"), message=str(exc))
             except StoreError:
-                return c.page(request, "error.html", 503, title="Relay data unavailable",
-                              message="The relay's Redis does not answer: nothing was changed. Try again, or use "
-                                      "an SMS reply / `lonewatch alarm ack` on the relay host.")
+                return c.page(request, "error.html", 503, title=N_("Relay data unavailable"),
+                              message=N_("The relay's Redis does not answer: nothing was changed. Try again, or use "
+                                      "an SMS reply / `lonewatch alarm ack` on the relay host."))
 
         handler.csrf_protected = True  # type: ignore[attr-defined]
         return handler
@@ -243,23 +244,23 @@ async def login_post(request: Request) -> Response:
             not csrf_ok(request.session.get("csrf"), str(form.get(CSRF_FIELD) or "") or None):
         await run_in_threadpool(c.audit.record, login[:64] or "-", "-", "login", outcome="refused",
                                 detail="CSRF token missing or wrong", addr=addr)
-        return c.page(request, "login.html", 403, next=nxt, error="The sign-in form expired or was not sent by this "
-                                                                   "page. Please try again.")
+        return c.page(request, "login.html", 403, next=nxt, error=N_("The sign-in form expired or was not sent by this "
+                                                                   "page. Please try again."))
     try:
         if await run_in_threadpool(c.throttle.blocked, login, addr):
             await run_in_threadpool(c.audit.record, login[:64], "-", "login", outcome="throttled", addr=addr)
-            return c.page(request, "login.html", 429, next=nxt, error="Too many failed sign-ins. Wait a few minutes "
-                                                                       "and try again.")
+            return c.page(request, "login.html", 429, next=nxt, error=N_("Too many failed sign-ins. Wait a few minutes "
+                                                                       "and try again."))
         user = await run_in_threadpool(c.users.authenticate, login, password)
         if user is None:
             await run_in_threadpool(c.throttle.failed, login, addr)
             await run_in_threadpool(c.audit.record, login[:64], "-", "login", outcome="wrong_password", addr=addr)
-            return c.page(request, "login.html", 401, next=nxt, error="Wrong user name or password.")
+            return c.page(request, "login.html", 401, next=nxt, error=N_("Wrong user name or password."))
         await run_in_threadpool(c.throttle.succeeded, login, addr)
         sid = await run_in_threadpool(c.sessions.create, user.login, user.gen, addr)
         await run_in_threadpool(c.audit.record, user.login, user.role, "login", addr=addr)
     except StoreError:
-        return c.page(request, "login.html", 503, next=nxt, error="The relay's Redis does not answer; try again.")
+        return c.page(request, "login.html", 503, next=nxt, error=N_("The relay's Redis does not answer; try again."))
     request.session.clear()  # a new session id and token at sign-in (no session fixation)
     request.session.update(sid=sid, csrf=new_csrf_token())
     return RedirectResponse(nxt, status_code=303)
@@ -313,8 +314,8 @@ async def alarm_page(request: Request, c: Console, user: User) -> Response:
     alarm_id = request.path_params["alarm_id"]
     alarm = await run_in_threadpool(queries.alarm_view, c.store, alarm_id)
     if alarm is None:
-        return c.page(request, "error.html", 404, title="No such alarm",
-                      message=f"There is no alarm {alarm_id} (alarm records are kept 30 days).")
+        return c.page(request, "error.html", 404, title=N_("No such alarm"),
+                      message=N_("There is no such alarm (alarm records are kept 30 days)."))
     history = await run_in_threadpool(queries.history_view, c.store, alarm_id)
     return c.page(request, "alarm.html", alarm=alarm, history=history, outcomes=queries.OUTCOMES,
                   notice=NOTICES.get(request.query_params.get("done", ""), ""))
@@ -339,7 +340,7 @@ async def figures_page(request: Request, c: Console, user: User) -> Response:
     try:
         month = _month(request)
     except ValueError:
-        return c.page(request, "error.html", 400, title="Bad month", message="Give the month as YYYY-MM, e.g. 2026-12.")
+        return c.page(request, "error.html", 400, title=N_("Bad month"), message=N_("Give the month as YYYY-MM, e.g. 2026-12."))
     fig = await run_in_threadpool(lambda: figures.monthly(c.store, month, keep_days=c.settings.figures_keep_days))
     return c.page(request, "figures.html", fig=fig)
 
@@ -358,7 +359,7 @@ async def figures_csv(request: Request, c: Console, user: User) -> Response:
 @_read
 async def admin_page(request: Request, c: Console, user: User) -> Response:
     if not user.may("admin"):
-        return c.page(request, "error.html", 403, title="Refused", message="Only an admin sees users and the audit trail.")
+        return c.page(request, "error.html", 403, title=N_("Refused"), message=N_("Only an admin sees users and the audit trail."))
     users = await run_in_threadpool(c.users.all)
     audit = await run_in_threadpool(c.audit.recent, 300)
     return c.page(request, "admin.html", users=users, audit=audit)
@@ -388,7 +389,7 @@ async def resolve_post(request: Request, c: Console, user: User, form: Any) -> R
         result, _ = await run_in_threadpool(lambda: actions.resolve(c.store, user, alarm_id, str(form.get("outcome", "")),
                                                                     str(form.get("note", "")), addr=_addr(request)))
     except UserError as exc:
-        return c.page(request, "error.html", 400, title="Not resolved", message=str(exc))
+        return c.page(request, "error.html", 400, title=N_("Not resolved"), message=str(exc))
     await c.feed.poll_once()
     return _back(alarm_id, f"resolve_{result}")
 
@@ -400,7 +401,7 @@ async def note_post(request: Request, c: Console, user: User, form: Any) -> Resp
         ok = await run_in_threadpool(lambda: actions.add_note(c.store, user, alarm_id, str(form.get("note", "")),
                                                               addr=_addr(request)))
     except UserError as exc:
-        return c.page(request, "error.html", 400, title="No note", message=str(exc))
+        return c.page(request, "error.html", 400, title=N_("No note"), message=str(exc))
     return _back(alarm_id, "note" if ok else "note_missing")
 
 
