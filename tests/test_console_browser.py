@@ -209,18 +209,24 @@ def test_alarm_page_usable_when_no_map_tile_loads(tmp_path: Path) -> None:
     (tmp_path / "demo").mkdir()
     with DemoStack(Timeline(live=False), tmp_path / "demo") as stack:
         with open(stack.relay_config_path, "a") as fh:  # tiles from a server that is not there
-            fh.write('\n[console]\ntile_url = "http://127.0.0.1:9/tiles/{z}/{x}/{y}.png"\n')
+            fh.write('\n[console]\ntile_url = "http://127.0.0.1:9/tiles/{z}/{x}/{y}.png"\nlanguage = "da"\n')
         pw = demo_users(stack.relay.store)
         with ConsoleProcess(stack.relay_config_path, tmp_path / "console.log") as console, chromium() as browser:
             page = browser.new_page()
             with screenshot_on_failure(page, tmp_path, "map"):
                 sign_in(page, console.url, "viewer", pw["viewer"])
+                assert "Alarmkø" in page.inner_text("h1")  # [console] language = "da"
                 stack.hold(2.5)
                 alarm_id = raised_alarm(stack, 1, 20)
                 assert alarm_id is not None
-                page.wait_for_selector(f"#queue-rows tr[data-alarm='{alarm_id}'] td.kind a").click()
+                row = page.wait_for_selector(f"#queue-rows tr[data-alarm='{alarm_id}']")
+                assert "Stille alarm" in row.inner_text()
+                shot = tmp_path / "console-queue-da.png"
+                page.screenshot(path=str(shot), full_page=True)
+                keep_screenshot(shot)
+                row.query_selector("td.kind a").click()
                 page.wait_for_selector(".map.map-failed", timeout=15_000)
-                assert page.is_visible(".map-note")
+                assert page.is_visible(".map-note") and "Kortet kunne ikke hentes" in page.inner_text(".map-note")
                 assert "55.668571, 12.576131" in page.inner_text("dd.pos")
                 assert page.query_selector("#take-form") is None  # a viewer gets no forms
                 shot = tmp_path / "console-alarm-no-tiles.png"
