@@ -14,6 +14,7 @@ audits a refusal):
 ``/workers``                          GET     workers on shift
 ``/figures`` / ``/figures.csv``       GET     monthly figures (``?month=YYYY-MM``)
 ``/admin``                            GET     users and the audit trail (admin)
+``/admin/users/add|remove|passwd``    POST    user administration (admin)
 ``/login`` / ``/logout``              GET/POST
 ====================================  ======  ============================================
 """
@@ -43,11 +44,11 @@ from relay.store import Store, StoreError
 from . import actions, figures, queries
 from .audit import Audit
 from .config import ConsoleConfig
-from .errors import Forbidden, UserError
+from .errors import Forbidden, NotFound, UserError
 from .live import Feed, Snapshot
 from .security import CSRF_FIELD, LoginThrottle, SchemeSessions, SessionStore, csrf_ok, new_csrf_token, origin_ok, session_secret
 from .queries import N_
-from .users import User, UserStore
+from .users import MIN_PASSWORD, ROLES, User, UserStore
 
 __all__ = ["create_app", "template_env"]
 
@@ -146,6 +147,8 @@ NOTICES = {
     "note": N_("Note added to the history."),
     "note_missing": N_("No such alarm: the note was not kept."),
 }
+ADMIN_NOTICES = {"user_added": N_("User added."), "user_removed": N_("User removed; their sessions ended."),
+                 "user_passwd": N_("Password changed; the user's sessions ended.")}
 _SECURITY_HEADERS = [
     (b"content-security-policy", b"default-src 'self'; img-src 'self' data: https: http:; style-src 'self'; "
                                  b"script-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"),
@@ -362,7 +365,8 @@ async def admin_page(request: Request, c: Console, user: User) -> Response:
         return c.page(request, "error.html", 403, title=N_("Refused"), message=N_("Only an admin sees users and the audit trail."))
     users = await run_in_threadpool(c.users.all)
     audit = await run_in_threadpool(c.audit.recent, 300)
-    return c.page(request, "admin.html", users=users, audit=audit)
+    return c.page(request, "admin.html", users=users, audit=audit, roles=ROLES, min_password=MIN_PASSWORD,
+                  notice=ADMIN_NOTICES.get(request.query_params.get("done", ""), ""))
 
 
 # --- actions ------------------------------------------------------------------------------
@@ -405,6 +409,50 @@ async def note_post(request: Request, c: Console, user: User, form: Any) -> Resp
     return _back(alarm_id, "note" if ok else "note_missing")
 
 
+def _admin_back(done: str) -> RedirectResponse:
+    return RedirectResponse(f"/admin?done={quote(done)}", status_code=303)
+
+
+@_write("admin", "user_add")
+async def user_add_post(request: Request, c: Console, user: User, form: Any) -> Response:
+    login, role = str(form.get("login", "")), str(form.get("role", ""))
+    try:
+        new = await run_in_threadpool(lambda: c.users.add(login, role, str(form.get("password", "")),
+                                                          name=str(form.get("name", ""))))
+    except UserError as exc:
+        return c.page(request, "error.html", 400, title=N_("Not added"), message=str(exc))
+    await run_in_threadpool(c.audit.record, user.login, user.role, "user_add", target=new.login, detail=f"role {new.role}",
+                            addr=_addr(request))
+    return _admin_back("user_added")
+
+
+@_write("admin", "user_remove")
+async def user_remove_post(request: Request, c: Console, user: User, form: Any) -> Response:
+    login = str(form.get("login", "")).strip().lower()
+    if login == user.login:
+        return c.page(request, "error.html", 400, title=N_("Not removed"),
+                      message=N_("You cannot remove yourself; another admin can."))
+    try:
+        await run_in_threadpool(c.users.remove, login)
+    except NotFound:
+        return c.page(request, "error.html", 404, title=N_("Not removed"), message=N_("No such user."))
+    await run_in_threadpool(c.audit.record, user.login, user.role, "user_remove", target=login, addr=_addr(request))
+    return _admin_back("user_removed")
+
+
+@_write("admin", "user_passwd")
+async def user_passwd_post(request: Request, c: Console, user: User, form: Any) -> Response:
+    login = str(form.get("login", "")).strip().lower()
+    try:
+        await run_in_threadpool(c.users.passwd, login, str(form.get("password", "")))
+    except NotFound:
+        return c.page(request, "error.html", 404, title=N_("Not changed"), message=N_("No such user."))
+    except UserError as exc:
+        return c.page(request, "error.html", 400, title=N_("Not changed"), message=str(exc))
+    await run_in_threadpool(c.audit.record, user.login, user.role, "user_passwd", target=login, addr=_addr(request))
+    return _admin_back("user_passwd")
+
+
 async def healthz(request: Request) -> Response:
     c: Console = request.app.state.console
     snap = c.feed.snapshot
@@ -435,6 +483,9 @@ ROUTES = [
     Route("/alarm/{alarm_id:path}/note", note_post, methods=["POST"]),
     Route("/alarm/{alarm_id:path}", alarm_page),
     Route("/figures", figures_page), Route("/figures.csv", figures_csv), Route("/admin", admin_page),
+    Route("/admin/users/add", user_add_post, methods=["POST"]),
+    Route("/admin/users/remove", user_remove_post, methods=["POST"]),
+    Route("/admin/users/passwd", user_passwd_post, methods=["POST"]),
     Route("/login", login_page), Route("/login", login_post, methods=["POST"]),
     Route("/logout", logout, methods=["POST"]), Route("/healthz", healthz),
     Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),

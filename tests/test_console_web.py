@@ -306,3 +306,32 @@ def test_redis_down_says_so_and_changes_nothing(web, redis_server, wait_until) -
         assert c.get("/").status_code == 200  # the session survived in Redis
         assert c.post(f"/alarm/{alarm_id}/take", data={"csrf": token}).status_code == 303
     assert AlarmStore(Store.from_url(redis_server.url)).get(alarm_id).state == "acked"
+
+
+def test_admin_manages_users_in_the_web_and_others_cannot(web) -> None:
+    console, store = web
+    with _client(console) as admin:
+        _sign_in(admin, "root")
+        token = _token(admin.get("/admin").text)
+        r = admin.post("/admin/users/add", data={"csrf": token, "login": "lise", "role": "operator", "name": "Lise O",
+                                                 "password": "a long passphrase"})
+        assert r.status_code == 303
+        assert admin.post("/admin/users/add", data={"csrf": token, "login": "x", "role": "operator",
+                                                    "password": "short"}).status_code == 400
+        assert admin.post("/admin/users/remove", data={"csrf": token, "login": "root"}).status_code == 400
+        with _client(console) as lise:
+            assert _sign_in(lise, "lise", "a long passphrase").status_code == 303
+            lise_token = _token(lise.get("/").text)
+            for path, data in (("/admin/users/add", {"login": "evil", "role": "admin", "password": "0123456789ab"}),
+                               ("/admin/users/remove", {"login": "root"}),
+                               ("/admin/users/passwd", {"login": "root", "password": "0123456789ab"})):
+                assert lise.post(path, data={"csrf": lise_token, **data}).status_code == 403, path
+            assert admin.post("/admin/users/passwd", data={"csrf": token, "login": "lise",
+                                                           "password": "another passphrase"}).status_code == 303
+            assert lise.get("/").status_code == 303  # her session ended with the new password
+        assert admin.post("/admin/users/remove", data={"csrf": token, "login": "lise"}).status_code == 303
+        assert admin.post("/admin/users/remove", data={"csrf": token, "login": "lise"}).status_code == 404
+    assert UserStore(store).get("lise") is None and UserStore(store).get("evil") is None
+    done = [(e["user"], e["action"], e["outcome"]) for e in Audit(store).recent()]
+    assert ("root", "user_add", "ok") in done and ("lise", "user_add", "refused") in done
+    assert ("root", "user_remove", "ok") in done and ("root", "user_passwd", "ok") in done
