@@ -104,6 +104,9 @@ def test_button_hold_to_queue_take_charge_resolve_figures(rig, tmp_path: Path) -
             # Resolve with an outcome and a note on the alarm's page.
             page.click(f"#queue-rows tr[data-alarm='{alarm_id}'] td.kind a")
             page.wait_for_selector("#resolve-form")
+            # The open alarm page follows the history by itself (a note made elsewhere shows up).
+            AlarmStore(stack.relay.store).note(alarm_id, "note", "written by another operator", contact="Per Jensen")
+            page.wait_for_selector("#history-rows tr.what-note", timeout=10_000)
             page.select_option("#resolve-form select[name=outcome]", "genuine")
             page.fill("#resolve-form input[name=note]", "Worker slipped on the stairs; first aid given")
             page.click("#resolve-form button[type=submit]")

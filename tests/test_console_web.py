@@ -335,3 +335,17 @@ def test_admin_manages_users_in_the_web_and_others_cannot(web) -> None:
     done = [(e["user"], e["action"], e["outcome"]) for e in Audit(store).recent()]
     assert ("root", "user_add", "ok") in done and ("lise", "user_add", "refused") in done
     assert ("root", "user_remove", "ok") in done and ("root", "user_passwd", "ok") in done
+
+
+def test_alarm_page_fragment_carries_new_history(web) -> None:
+    import json
+
+    console, store = web
+    alarm_id = _open_alarm(store)
+    with _client(console) as c:
+        _sign_in(c, "vic")
+        first = json.loads(c.get(f"/alarm/{alarm_id}/fragment").text)
+        AlarmStore(store).note(alarm_id, "sent", "alarm: 1 part(s)", contact="Per Jensen", channel="sms-modem")
+        second = json.loads(c.get(f"/alarm/{alarm_id}/fragment").text)
+        assert second["entries"] == first["entries"] + 1 and "sms-modem" in second["history"]
+        assert c.get("/alarm/lw-0001:404/fragment").status_code == 404

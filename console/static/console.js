@@ -60,7 +60,7 @@
 
   function liveQueue() {
     var table = $("#queue");
-    if (!table) { setStatus("live"); return; }
+    if (!table) { if (!$("#alarm-title")) setStatus("live"); return; }
     var known = new Set(JSON.parse(table.dataset.ids || "[]"));
     var source = null;
     function connect() {
@@ -109,7 +109,30 @@
     });
   }
 
+  function liveAlarm() {
+    var title = $("#alarm-title");
+    if (!title) return;
+    var url = "/alarm/" + title.dataset.alarm + "/fragment", last = null;
+    function refresh() {
+      fetch(url, { credentials: "same-origin", cache: "no-store" }).then(function (r) {
+        if (!r.ok) throw new Error(r.status);
+        return r.json();
+      }).then(function (d) {
+        var key = d.facts + d.history;
+        if (last !== null && key !== last) {
+          $("#alarm-facts").innerHTML = d.facts;
+          $("#history-rows").innerHTML = d.history;
+          tick();
+        }
+        last = key;
+        setStatus("live");
+      }).catch(function () { setStatus("reconnecting"); });
+    }
+    refresh();
+    setInterval(refresh, 2000);
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
-    showSound(); tick(); setInterval(tick, 1000); liveQueue(); maps();
+    showSound(); tick(); setInterval(tick, 1000); liveQueue(); liveAlarm(); maps();
   });
 })();
