@@ -26,8 +26,8 @@ NOT_YET: dict[str, tuple[str, str]] = {}
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    ap.add_argument("--only", default="latency,throughput,device,lostcontact,smsfallback,console",
-                    help="comma-separated: latency, throughput, device, lostcontact, smsfallback, console")
+    ap.add_argument("--only", default="latency,throughput,device,lostcontact,smsfallback,voice,console",
+                    help="comma-separated: latency, throughput, device, lostcontact, smsfallback, voice, console")
     ap.add_argument("--quick", action="store_true", help="fewer repetitions (smoke run)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
@@ -41,6 +41,9 @@ def main(argv: list[str]) -> int:
         "smsfallback": lambda: b_smsfallback.run(reps=2 if args.quick else 3),
         "console": lambda: __import__("bench.b_console").b_console.run(runs=1 if args.quick else 3),  # issue 13
     }
+    from . import b_voice  # issue 11
+
+    plan["voice"] = lambda: b_voice.run(reps=2 if args.quick else 5)
     figures: list[Figure] = []
     started = time.monotonic()
     for name in args.only.split(","):

@@ -20,6 +20,7 @@ from protocol.errors import ValidationError
 from protocol.configfile import ConfigChecker, ConfigSource, load_toml
 
 from .arc import ArcReceiver
+from .retention import RetentionSection, retention_section
 
 __all__ = [
     "ARC_FORMATS",
@@ -214,6 +215,7 @@ class RelayConfig:
     modem: ModemSection = field(default_factory=ModemSection)
     supervision: SupervisionSection = field(default_factory=SupervisionSection)
     metrics: MetricsSection = field(default_factory=MetricsSection)
+    retention: RetentionSection = field(default_factory=RetentionSection)  # issue 13
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>") -> RelayConfig:
@@ -376,11 +378,12 @@ def _build(source: ConfigSource) -> RelayConfig:
 
     notify, modem = _notify_sections(root)
     supervision, metrics = _operations_sections(root)
+    retention = retention_section(root)
     root.has("console")  # [console] belongs to the console process: console.config checks it (issue 13)
     checker.finish()
     return RelayConfig(relay=relay, mqtt=mqtt, redis=redis, arc=arc,
                        registry=RegistrySection(file=registry_path), notify=notify, modem=modem,
-                       supervision=supervision, metrics=metrics)
+                       supervision=supervision, metrics=metrics, retention=retention)
 
 
 def _check_listen(value: str) -> str | None:

@@ -37,6 +37,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import phonenumbers
 import redis
 
+import i18n
 from protocol.configfile import ConfigChecker, ConfigError, ConfigSource, TableReader, load_toml
 
 from .store import DeviceEntry, Store, StoreError, registry_key
@@ -46,7 +47,7 @@ __all__ = [
     "RegistryStore", "Site", "Worker", "dump_registry_toml", "load_registry_toml", "normalize_phone",
 ]
 
-LANGUAGES: Final = ("da", "en", "pl", "ro", "uk", "ar")
+LANGUAGES: Final = i18n.LANGUAGES  # the languages with catalogs (issue 13)
 ROLES: Final = ("manager", "employer", "safety_representative", "guard", "colleague")
 POLICIES: Final = ("arc_then_contacts", "contacts_only", "arc_only")
 DEFAULT_ESCALATE_AFTER_S: Final = 120
@@ -113,6 +114,8 @@ class Site:
     lat: float | None = None
     lon: float | None = None
     contacts: tuple[Contact, ...] = ()
+    #: Site voice lines called after the account's (E.164; issue 11), e.g. a guard desk.
+    voice_numbers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,8 @@ class ArcAccount:
     account: str
     name: str = ""
     notes: str = ""
+    #: The ARC's voice lines for listen-in calls (E.164, in order; issue 11).
+    voice_numbers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -199,6 +204,14 @@ class RegistryDoc:
         language = worker.language if worker else (device.language or "da")
         return DeviceEntry(device.id, account, zone, device.worker, device.site, language)
 
+    def voice_numbers_for(self, device: Device) -> tuple[str, ...]:
+        """The numbers ``device`` calls for listen-in (issue 11): its ARC account's voice lines,
+        then its site's, each once (what ``lonewatch provision`` writes to ``[voice] numbers``)."""
+        site = self.site(device.site)
+        account = self.account(device.account or (site.account if site else ""))
+        numbers = (account.voice_numbers if account else ()) + (site.voice_numbers if site else ())
+        return tuple(dict.fromkeys(numbers))
+
     def contacts_for(self, device: Device) -> tuple[Contact, ...]:
         """The ordered contacts for an alarm from ``device``: the worker's, then the site's,
         a contact whose phone or e-mail was listed already is skipped."""
@@ -245,9 +258,9 @@ def _entity_dict(kind: str, entity: Any) -> dict[str, Any]:
             if value:
                 out["contacts"] = [_entity_dict("contacts", c) for c in value]
             continue
-        if value is None or value == "" or (name in ("policy", "escalate_after_s") and value == spec.default):
+        if value is None or value == "" or value == () or (name in ("policy", "escalate_after_s") and value == spec.default):
             continue
-        out[name] = value
+        out[name] = list(value) if isinstance(value, tuple) else value
     return out
 
 
@@ -284,6 +297,8 @@ def dump_registry_toml(doc: RegistryDoc) -> str:
 
 
 def _toml_value(value: Any) -> str:
+    if isinstance(value, list):  # voice_numbers
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, str):
         return json.dumps(value, ensure_ascii=False)  # a JSON string is a TOML basic string
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -314,6 +329,23 @@ def _contact(t: TableReader, region: str | None) -> Contact:
     except ValueError:
         pass  # reported above
     return Contact(name, role, phone, email, language)
+
+
+def read_voice_numbers(t: TableReader, region: str | None) -> tuple[str, ...]:
+    """``voice_numbers`` of an account or site: phone numbers (validated with
+    ``phonenumbers`` like contacts' phones), stored as E.164, no repeats (issue 11)."""
+    out: list[str] = []
+    for i, text in enumerate(t.string_list("voice_numbers", [])):
+        try:
+            number = normalize_phone(text, region)
+        except ValueError as exc:
+            t.checker.problem(t.keypath + ("voice_numbers", i), f"{exc}, got \"{text}\"")
+            continue
+        if number in out:
+            t.checker.problem(t.keypath + ("voice_numbers", i), f"duplicate {number}")
+            continue
+        out.append(number)
+    return tuple(out)
 
 
 def _zone_check(value: str) -> str | None:
@@ -376,7 +408,8 @@ def _build(source: ConfigSource, *, partial: bool = False) -> RegistryDoc:
     for t in root.tables("accounts"):
         a = ArcAccount(t.string("account", pattern=ACCOUNT_PATTERN,
                                 describe="3-16 hexadecimal characters").upper(),
-                       t.string("name", "", max_len=128), t.string("notes", "", max_len=1000))
+                       t.string("name", "", max_len=128), t.string("notes", "", max_len=1000),
+                       read_voice_numbers(t, region or None))
         unique(t, "accounts", "account", a.account)
         accounts.append(a)
     known_accounts = {a.account for a in accounts}
@@ -416,6 +449,7 @@ def _build(source: ConfigSource, *, partial: bool = False) -> RegistryDoc:
             timezone=t.string("timezone", "", check=_zone_check),
             lat=lat, lon=lon,
             contacts=tuple(_contact(c, region or None) for c in t.tables("contacts")),
+            voice_numbers=read_voice_numbers(t, region or None),
         )
         unique(t, "sites", "name", s.name)
         sites.append(s)
@@ -599,7 +633,7 @@ def _worker_from(d: dict[str, Any]) -> Worker:
 
 
 def _site_from(d: dict[str, Any]) -> Site:
-    fields = {k: v for k, v in d.items() if k != "contacts"}
+    fields = {k: (tuple(v) if k == "voice_numbers" else v) for k, v in d.items() if k != "contacts"}
     return replace(Site(**fields), contacts=_contacts_from(d.get("contacts")))
 
 
