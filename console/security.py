@@ -4,7 +4,7 @@
 ``TimestampSigner``), ``HttpOnly``, ``SameSite=Lax``, ``Secure`` when the request came over
 https (also through a trusted TLS reverse proxy's ``X-Forwarded-Proto``; ``cookie_secure``
 = ``auto``/``always``/``never``). The cookie carries only a random session id and the CSRF
-token; the session itself is ``lw:console:session:<sid>`` in Redis (login, session
+token; the session itself is ``lw:{console}:session:<sid>`` in Redis (login, session
 generation, expiry = ``session_max_age_s``), so signing out, removing a user or changing a
 password ends the session on every console at once (OWASP Session Management Cheat Sheet:
 server-side invalidation). The signing key is ``lw:console:secret``, made once by the first
@@ -36,7 +36,7 @@ from relay.store import Store
 
 from .users import console_key
 
-__all__ = ["CSRF_FIELD", "LoginThrottle", "SchemeSessions", "SessionStore", "csrf_ok", "new_csrf_token",
+__all__ = ["CSRF_FIELD", "LoginThrottle", "SESSIONS_INDEX", "SchemeSessions", "SessionStore", "session_key", "csrf_ok", "new_csrf_token",
            "origin_ok", "session_secret"]
 
 CSRF_FIELD: Final = "csrf"
@@ -88,29 +88,44 @@ class SchemeSessions:
         await (self.tls if use_tls else self.plain)(scope, receive, send)
 
 
+#: Session keys as the relay's retention purge knows them (:mod:`relay.retention`,
+#: ``sessions_days``): a zset of session id → last used (Unix s) and one hash per session.
+SESSIONS_INDEX: Final = "lw:{console}:sessions"
+
+
+def session_key(sid: str) -> str:
+    """``lw:{console}:session:<sid>``."""
+    return f"lw:{{console}}:session:{sid}"
+
+
 class SessionStore:
-    """Server-side sessions (``lw:console:session:<sid>`` hashes with a TTL)."""
+    """Server-side sessions: ``lw:{console}:session:<sid>`` hashes that expire after
+    ``max_age_s``, indexed by last use in ``lw:{console}:sessions`` so that the relay's
+    retention purge (``[retention] sessions_days``) removes the ones unused that long."""
 
     def __init__(self, store: Store, max_age_s: int) -> None:
         self.store, self.max_age_s = store, max_age_s
 
-    def _key(self, sid: str) -> str:
-        return console_key(f"session:{sid}")
-
     def create(self, login: str, gen: int, addr: str) -> str:
         """A new session id for ``login``."""
         sid = secrets.token_urlsafe(24)
-        pipe = self.store.r.pipeline(transaction=True)
-        pipe.hset(self._key(sid), mapping={"login": login, "gen": gen, "created_at": f"{time.time():.3f}", "addr": addr[:64]})
-        pipe.expire(self._key(sid), self.max_age_s)
+        now = time.time()
+        pipe = self.store.r.pipeline(transaction=False)
+        pipe.hset(session_key(sid), mapping={"login": login, "gen": gen, "created_at": f"{now:.3f}", "addr": addr[:64]})
+        pipe.expire(session_key(sid), self.max_age_s)
+        pipe.zadd(SESSIONS_INDEX, {sid: now})
+        pipe.zremrangebyscore(SESSIONS_INDEX, "-inf", now - self.max_age_s)  # expired ones leave the index
         self.store._call(pipe.execute)
         return sid
 
     def get(self, sid: str) -> tuple[str, int] | None:
-        """``(login, gen)`` of a live session, or None."""
+        """``(login, gen)`` of a live session (its last use noted), or None."""
         if not sid:
             return None
-        raw = self.store._call(self.store.r.hgetall, self._key(sid))
+        pipe = self.store.r.pipeline(transaction=False)
+        pipe.hgetall(session_key(sid))
+        pipe.zadd(SESSIONS_INDEX, {sid: time.time()}, xx=True)
+        raw, _ = self.store._call(pipe.execute)
         if not raw or b"login" not in raw:
             return None
         return raw[b"login"].decode(), int(raw.get(b"gen", b"0"))
@@ -118,7 +133,10 @@ class SessionStore:
     def end(self, sid: str) -> None:
         """Sign out."""
         if sid:
-            self.store._call(self.store.r.delete, self._key(sid))
+            pipe = self.store.r.pipeline(transaction=False)
+            pipe.delete(session_key(sid))
+            pipe.zrem(SESSIONS_INDEX, sid)
+            self.store._call(pipe.execute)
 
 
 class LoginThrottle:

@@ -117,6 +117,7 @@ async def events(request: Request, c: Console, user: User) -> Response:
 
     async def stream():
         yield "retry: 1000\n\n"
+        await c.feed.poll_once()  # a (re)connecting page gets what Redis holds now
         version = -1
         while True:
             snap = await c.feed.wait_change(version, 15.0)

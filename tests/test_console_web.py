@@ -349,3 +349,19 @@ def test_alarm_page_fragment_carries_new_history(web) -> None:
         second = json.loads(c.get(f"/alarm/{alarm_id}/fragment").text)
         assert second["entries"] == first["entries"] + 1 and "sms-modem" in second["history"]
         assert c.get("/alarm/lw-0001:404/fragment").status_code == 404
+
+
+def test_retention_purge_ends_unused_sessions(web) -> None:
+    import time
+
+    from relay.retention import Purger, RetentionSection
+    from console.security import SESSIONS_INDEX
+
+    console, store = web
+    with _client(console) as c:
+        _sign_in(c, "ada")
+        assert c.get("/").status_code == 200
+        assert store.r.zcard(SESSIONS_INDEX) == 1
+        counts = Purger(store, RetentionSection(sessions_days=1)).purge_once(now=time.time() + 2 * 86400)
+        assert counts["sessions"] == 1 and store.r.zcard(SESSIONS_INDEX) == 0
+        assert c.get("/").status_code == 303  # signed out by the purge
