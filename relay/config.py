@@ -379,6 +379,7 @@ def _build(source: ConfigSource) -> RelayConfig:
     notify, modem = _notify_sections(root)
     supervision, metrics = _operations_sections(root)
     retention = retention_section(root)
+    root.has("console")  # [console] belongs to the console process: console.config checks it (issue 13)
     checker.finish()
     return RelayConfig(relay=relay, mqtt=mqtt, redis=redis, arc=arc,
                        registry=RegistrySection(file=registry_path), notify=notify, modem=modem,
