@@ -39,6 +39,8 @@ KIND_LABELS: Final = {
 }
 #: Outcomes of a resolved alarm (stored values) and their labels.
 OUTCOMES: Final = ("genuine", "false_alarm", "test", "technical")
+#: The console roles (:data:`console.users.ROLES`) as people read them.
+ROLE_LABELS: Final = {"admin": N_("admin"), "operator": N_("operator"), "viewer": N_("viewer")}
 OUTCOME_LABELS: Final = {"genuine": N_("Genuine"), "false_alarm": N_("False alarm"), "test": N_("Test"),
                          "technical": N_("Technical fault"), "cancelled_by_worker": N_("Cancelled by the worker"),
                          "unresolved": N_("Not resolved yet")}

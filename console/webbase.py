@@ -70,7 +70,8 @@ def template_env(language: str) -> jinja2.Environment:
     env.install_gettext_translations(i18n.translation("console", language), newstyle=True)  # type: ignore[attr-defined]
     env.filters.update(ago=_ago, clock=_clock, secs=_secs)
     env.globals.update(language=language, rtl=language in ("ar", "he", "fa", "ur"), OUTCOME_LABELS=queries.OUTCOME_LABELS,
-                       STATE_LABELS=queries.STATE_LABELS, KIND_LABELS=queries.KIND_LABELS)
+                       STATE_LABELS=queries.STATE_LABELS, KIND_LABELS=queries.KIND_LABELS,
+                       ROLE_LABELS=queries.ROLE_LABELS)
     return env
 
 

@@ -7,7 +7,9 @@ templates are ``i18n/locale/<domain>.pot``. Domains (:data:`DOMAINS`):
 
 * ``notify`` — what the relay tells contacts by SMS and e-mail (:mod:`relay.notify.templates`);
 * ``device`` — the device's SMS fallback texts (:mod:`device.smstext`);
-* ``card`` — the worker card (:mod:`relay.card`).
+* ``card`` — the worker card (:mod:`relay.card`);
+* ``console`` — the web console (:mod:`console`; Jinja2 templates and ``N_`` labels, whose
+  placeholders are ``%(name)s`` as Jinja2's i18n extension uses them).
 
 Message ids are the English texts; ``{name}`` fields are :meth:`str.format` placeholders,
 which every translation must keep (``tests/test_i18n.py`` fails on a missing message or a
@@ -33,7 +35,7 @@ LANGUAGES: Final = ("da", "en", "pl", "ro", "uk", "ar")
 RTL_LANGUAGES: Final = frozenset({"ar"})
 #: What an unknown language, or a message missing from a catalog, falls back to.
 FALLBACK: Final = "en"
-DOMAINS: Final = ("notify", "device", "card")
+DOMAINS: Final = ("notify", "device", "card", "console")
 LOCALE_DIR: Final = Path(__file__).resolve().parent / "locale"
 
 

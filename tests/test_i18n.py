@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from babel.messages.extract import extract_from_file
+from babel.messages.extract import extract_from_dir, extract_from_file
 from babel.messages.pofile import read_po
 
 import i18n
@@ -23,9 +23,18 @@ SOURCES = {"notify": ("relay/notify/templates.py",), "device": ("device/smstext.
            "card": ("relay/card_items.py",)}
 
 
+#: The console's texts: Python labels and Jinja2 templates (console/babel.cfg, `make catalogs`).
+CONSOLE_METHODS = [("console/**.py", "python"), ("console/templates/**.html", "jinja2")]
+
+
 def extracted(domain: str) -> set[str]:
     """Message ids the code of ``domain`` marks (Babel's default keywords: _, gettext, N_ …)."""
     ids: set[str] = set()
+    if domain == "console":
+        options = {"console/templates/**.html": {"extensions": "jinja2.ext.i18n"}}
+        for _f, _line, msg, _comments, _ctx in extract_from_dir(str(ROOT), CONSOLE_METHODS, options):
+            ids.add(msg if isinstance(msg, str) else msg[0])
+        return ids
     for src in SOURCES[domain]:
         for _line, msg, _comments, _ctx in extract_from_file("python", ROOT / src):
             ids.add(msg if isinstance(msg, str) else msg[0])
@@ -34,6 +43,11 @@ def extracted(domain: str) -> set[str]:
 
 def po_path(domain: str, lang: str) -> Path:
     return i18n.LOCALE_DIR / lang / "LC_MESSAGES" / f"{domain}.po"
+
+
+def _percent_fields(text: str) -> list[str]:
+    """The ``%(name)s`` fields and ``%%`` of a Python-format text (Jinja2's i18n extension)."""
+    return sorted(re.findall(r"%\([A-Za-z_]+\)s|%%", text))
 
 
 def catalog_problems(po: Path, lang: str, wanted: set[str]) -> list[str]:
@@ -57,6 +71,8 @@ def catalog_problems(po: Path, lang: str, wanted: set[str]) -> list[str]:
                 continue
             if got != i18n.placeholders(mid):
                 problems.append(f"placeholders {sorted(got)} in {m.string!r}, message id has {sorted(i18n.placeholders(mid))}")
+            elif _percent_fields(m.string) != _percent_fields(mid):  # Jinja2's %(name)s (console)
+                problems.append(f"placeholders {_percent_fields(m.string)} in {m.string!r}, message id has {_percent_fields(mid)}")
     return problems
 
 
@@ -94,6 +110,21 @@ def test_the_checker_catches_a_missing_message_and_a_changed_placeholder(tmp_pat
     assert sorted(problems) == ["missing: 'Time: {time}'",
                                 "placeholders ['arbejder'] in 'Medarbejder: {arbejder}', message id has ['worker']",
                                 "untranslated: 'Site: {site}'"]
+
+
+def test_the_checker_catches_a_changed_percent_placeholder(tmp_path: Path) -> None:
+    po = tmp_path / "x.po"
+    po.write_text('msgid ""\nmsgstr "Content-Type: text/plain; charset=utf-8\\n"\n\n'
+                  'msgid "at or below %(pct)s %%."\nmsgstr "%(procent)s %% eller under."\n', encoding="utf-8")
+    assert catalog_problems(po, "da", {"at or below %(pct)s %%."}) == [
+        "placeholders ['%%', '%(procent)s'] in '%(procent)s %% eller under.', message id has ['%%', '%(pct)s']"]
+
+
+def test_console_is_checked_in_every_language() -> None:
+    assert "console" in i18n.DOMAINS
+    assert len(extracted("console")) > 100
+    assert i18n.translation("console", "uk").gettext("Take charge") == "Взяти на себе"
+    assert i18n.translation("console", "ar").gettext("viewer") != "viewer"
 
 
 def test_makefile_extracts_the_same_sources() -> None:
