@@ -44,6 +44,7 @@ from .queries import N_
 from .security import CSRF_FIELD, SchemeSessions, csrf_ok, new_csrf_token, origin_ok, session_secret
 from .users import User
 from .web_admin import ADMIN_ROUTES
+from .web_card import CARD_ROUTES
 from .webbase import HERE, NOTICES, Console, _NO_STORE, _SecurityHeaders, _addr, _read, _write, template_env
 
 __all__ = ["create_app", "template_env"]
@@ -249,7 +250,7 @@ ROUTES = [
     Route("/alarm/{alarm_id:path}/note", note_post, methods=["POST"]),
     Route("/alarm/{alarm_id:path}/fragment", alarm_fragment),
     Route("/alarm/{alarm_id:path}", alarm_page),
-    Route("/figures", figures_page), Route("/figures.csv", figures_csv), *ADMIN_ROUTES,
+    Route("/figures", figures_page), Route("/figures.csv", figures_csv), *ADMIN_ROUTES, *CARD_ROUTES,
     Route("/login", login_page), Route("/login", login_post, methods=["POST"]),
     Route("/logout", logout, methods=["POST"]), Route("/healthz", healthz),
     Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),

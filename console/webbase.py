@@ -29,7 +29,7 @@ from .queries import N_
 from .security import CSRF_FIELD, LoginThrottle, SessionStore, csrf_ok, new_csrf_token, origin_ok
 from .users import User, UserStore
 
-__all__ = ["Console", "template_env"]
+__all__ = ["Console", "card_url", "template_env"]
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
@@ -60,6 +60,11 @@ def _secs(value: float | None) -> str:
     return f"{value:.1f} s" if value < 60 else _ago(value)
 
 
+def card_url(worker: str) -> str:
+    """The console path of ``worker``'s card PDF (``/card/Anna%20Hansen``; :mod:`console.web_card`)."""
+    return "/card/" + quote(worker, safe="")
+
+
 def template_env(language: str) -> jinja2.Environment:
     """The Jinja2 environment with the gettext catalog of domain ``console`` in ``language``
     (Jinja2's i18n extension, newstyle gettext: ``_("…")`` and ``{% trans %}``)."""
@@ -71,7 +76,7 @@ def template_env(language: str) -> jinja2.Environment:
     env.filters.update(ago=_ago, clock=_clock, secs=_secs)
     env.globals.update(language=language, rtl=language in ("ar", "he", "fa", "ur"), OUTCOME_LABELS=queries.OUTCOME_LABELS,
                        STATE_LABELS=queries.STATE_LABELS, KIND_LABELS=queries.KIND_LABELS,
-                       ROLE_LABELS=queries.ROLE_LABELS)
+                       ROLE_LABELS=queries.ROLE_LABELS, card_url=card_url)
     return env
 
 
