@@ -9,7 +9,13 @@ JSON), kept ``figures_keep_days`` after the month. Facts are written when an ala
 resolved and refreshed from the live alarms whenever figures are computed and by the
 console's live feed every minute (:mod:`console.live`).
 
-Months are calendar months in UTC (the alarm's ``opened_at``, the relay's clock). The 90th
+Time zone (decided in issue 13): an alarm counts in the calendar month of its ``opened_at``
+(the relay's clock) *in its site's time zone* — the registry's ``timezone`` of the site
+(IANA, e.g. ``Europe/Copenhagen``), UTC for a site without one or an alarm without a site —
+because the people who answer and the employer read "November" on the site's wall clock
+(an alarm at 00:30 on 1 December in Copenhagen is a December alarm, though it was still
+November in UTC). Each fact keeps the zone it was counted in (``tz``, ``""`` = UTC); the
+"all sites" figures are the union of the sites' own months. The 90th
 percentile is the nearest-rank percentile (the smallest value with at least 90 % of the
 values at or below it). The false-alarm share is false alarms over resolved alarms, and the
 worker's own cancels (CID 406) not yet resolved count as false alarms (the worker said so).
@@ -26,27 +32,52 @@ import time
 from collections import Counter, defaultdict
 from datetime import datetime, timezone
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from relay.store import Store, escalation_key
 
 from .queries import OUTCOMES
 from .users import console_key
 
-__all__ = ["figures_csv", "month_of", "month_range", "monthly", "percentile", "record_fact", "refresh_month"]
+__all__ = ["figures_csv", "month_of", "month_range", "monthly", "percentile", "record_fact", "refresh_month",
+           "default_month", "site_zones"]
 
 DEFAULT_KEEP_DAYS = 400
+#: The widest distance of a local calendar month from the UTC one (UTC+14 … UTC−12), so that
+#: the alarms of a local month are all found in the relay's UTC-scored alarm index.
+ZONE_SLACK_S = 14 * 3600
 
 
-def month_of(ts: float) -> str:
-    """``"2026-12"`` for a Unix time (UTC)."""
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m")
+def _zone(tz: str) -> ZoneInfo | timezone:
+    """The zone called ``tz`` (IANA); UTC for ``""`` or a name this host does not know (the
+    registry validates zones, so that is a zone removed from tzdata since: counted in UTC
+    rather than lost)."""
+    if not tz:
+        return timezone.utc
+    try:
+        return ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        return timezone.utc
 
 
-def month_range(month: str) -> tuple[float, float]:
-    """``[start, end)`` Unix seconds of ``"YYYY-MM"`` (UTC). Raises ValueError."""
-    start = datetime.strptime(month, "%Y-%m").replace(tzinfo=timezone.utc)
+def month_of(ts: float, tz: str = "") -> str:
+    """``"2026-12"`` for a Unix time in the zone ``tz`` (IANA name; ``""`` = UTC)."""
+    return datetime.fromtimestamp(ts, _zone(tz)).strftime("%Y-%m")
+
+
+def month_range(month: str, tz: str = "") -> tuple[float, float]:
+    """``[start, end)`` Unix seconds of ``"YYYY-MM"`` from local midnight to local midnight in
+    the zone ``tz`` (``""`` = UTC). Raises ValueError on anything but ``YYYY-MM``."""
+    start = datetime.strptime(month, "%Y-%m").replace(tzinfo=_zone(tz))
     end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
     return start.timestamp(), end.timestamp()
+
+
+def site_zones(store: Store) -> dict[str, str]:
+    """Site name → its registry ``timezone`` (only sites that have one). Raises StoreError."""
+    from relay.registry import RegistryStore
+
+    return {site.name: site.timezone for site in RegistryStore(store).load().sites if site.timezone}
 
 
 def percentile(values: list[float], p: float) -> float | None:
@@ -57,22 +88,46 @@ def percentile(values: list[float], p: float) -> float | None:
     return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
-def _fact(raw: dict[bytes, bytes]) -> dict[str, Any] | None:
+def default_month(store: Store, now: float | None = None) -> str:
+    """The month the figures page opens on: this month in the sites' zone when every site
+    has the same one (the usual one-country firm), else in UTC. Raises StoreError."""
+    from relay.registry import RegistryStore
+
+    zones = {site.timezone for site in RegistryStore(store).load().sites}
+    return month_of(time.time() if now is None else now, zones.pop() if len(zones) == 1 else "")
+
+
+def _fact(raw: dict[bytes, bytes], zones: dict[str, str]) -> dict[str, Any] | None:
     d = {k.decode(): v.decode() for k, v in raw.items()}
     if "kind" not in d or not d.get("opened_at"):
         return None
-    return {"kind": d["kind"], "site": d.get("site", ""), "state": d.get("state", ""), "outcome": d.get("outcome", ""),
+    site = d.get("site", "")
+    return {"kind": d["kind"], "site": site, "state": d.get("state", ""), "outcome": d.get("outcome", ""),
             "opened_at": float(d["opened_at"]), "acked_at": float(d["acked_at"]) if d.get("acked_at") else None,
-            "ack_via": d.get("ack_via", "")}
+            "ack_via": d.get("ack_via", ""), "tz": zones.get(site, "")}
+
+
+def _fact_month(f: dict[str, Any]) -> str:
+    return month_of(f["opened_at"], f.get("tz", ""))
+
+
+def _neighbours(month: str) -> tuple[str, str]:
+    """The months before and after ``"YYYY-MM"`` (a zone moves an alarm by one month at most)."""
+    y, m = int(month[:4]), int(month[5:7])
+    before = f"{y - 1}-12" if m == 1 else f"{y}-{m - 1:02d}"
+    after = f"{y + 1}-01" if m == 12 else f"{y}-{m + 1:02d}"
+    return before, after
 
 
 def _write_facts(store: Store, facts: dict[str, dict[str, Any]], keep_days: int) -> None:
     by_month: dict[str, dict[str, str]] = defaultdict(dict)
     for alarm_id, f in facts.items():
-        by_month[month_of(f["opened_at"])][alarm_id] = json.dumps(f, separators=(",", ":"))
+        by_month[_fact_month(f)][alarm_id] = json.dumps(f, separators=(",", ":"))
     pipe = store.r.pipeline(transaction=False)
     for month, mapping in by_month.items():
         key = console_key(f"facts:{month}")
+        for other in _neighbours(month):  # filed there under an earlier zone of its site
+            pipe.hdel(console_key(f"facts:{other}"), *mapping)
         pipe.hset(key, mapping=mapping)
         pipe.expireat(key, int(month_range(month)[1] + keep_days * 86400))
     if by_month:
@@ -81,21 +136,25 @@ def _write_facts(store: Store, facts: dict[str, dict[str, Any]], keep_days: int)
 
 def record_fact(store: Store, alarm_id: str, keep_days: int = DEFAULT_KEEP_DAYS) -> None:
     """Write (or update) the fact of one alarm."""
-    fact = _fact(store._call(store.r.hgetall, escalation_key("alarm", alarm_id)))
+    fact = _fact(store._call(store.r.hgetall, escalation_key("alarm", alarm_id)), site_zones(store))
     if fact is not None:
         _write_facts(store, {alarm_id: fact}, keep_days)
 
 
 def refresh_month(store: Store, month: str, keep_days: int = DEFAULT_KEEP_DAYS) -> int:
-    """Update the facts of every live alarm opened in ``month``; returns how many."""
+    """Update the facts of every live alarm opened in ``month`` in any site's zone (alarms
+    within :data:`ZONE_SLACK_S` of the UTC month; each fact is filed under its own site's
+    month); returns how many facts were written."""
     start, end = month_range(month)
+    start, end = start - ZONE_SLACK_S, end + ZONE_SLACK_S
     ids = [i.decode() for i in store._call(store.r.zrangebyscore, escalation_key("alarms"), start, f"({end}")]
     if not ids:
         return 0
     pipe = store.r.pipeline(transaction=False)
     for alarm_id in ids:
         pipe.hgetall(escalation_key("alarm", alarm_id))
-    facts = {i: f for i, f in zip(ids, (_fact(r) for r in store._call(pipe.execute))) if f is not None}
+    zones = site_zones(store)
+    facts = {i: f for i, f in zip(ids, (_fact(r, zones) for r in store._call(pipe.execute))) if f is not None}
     _write_facts(store, facts, keep_days)
     return len(facts)
 
@@ -121,7 +180,9 @@ def _summary(facts: list[dict[str, Any]]) -> dict[str, Any]:
 
 def monthly(store: Store, month: str, *, keep_days: int = DEFAULT_KEEP_DAYS, refresh: bool = True) -> dict[str, Any]:
     """The figures of ``month`` (``"YYYY-MM"``): the summary of :func:`_summary` for all
-    alarms plus ``sites`` (one summary per site, by name).
+    alarms plus ``sites`` (one summary per site, by name, with ``tz``: the site's zone its
+    month was counted in, ``"UTC"`` when it has none). An alarm is in ``month`` when it was
+    opened in that month in its site's zone (module docstring).
 
     Raises:
         ValueError: ``month`` is not ``YYYY-MM``. StoreError: Redis.
@@ -130,13 +191,14 @@ def monthly(store: Store, month: str, *, keep_days: int = DEFAULT_KEEP_DAYS, ref
     if refresh:
         refresh_month(store, month, keep_days)
     raw = store._call(store.r.hgetall, console_key(f"facts:{month}"))
-    facts = [json.loads(v) for v in raw.values()]
+    facts = [f for f in (json.loads(v) for v in raw.values()) if _fact_month(f) == month]  # belt and braces
     sites: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for f in facts:
         sites[f["site"] or "?"].append(f)
     out = _summary(facts)
     out["month"] = month
-    out["sites"] = {name: _summary(fs) for name, fs in sorted(sites.items())}
+    out["sites"] = {name: {**_summary(fs), "tz": Counter(f.get("tz", "") for f in fs).most_common(1)[0][0] or "UTC"}
+                    for name, fs in sorted(sites.items())}
     out["computed_at"] = time.time()
     return out
 
@@ -153,16 +215,17 @@ def _cell(text: str) -> str:
 
 def figures_csv(fig: dict[str, Any]) -> str:
     """One CSV row per site and one ``(all sites)`` row: month, site, alarms, one column per
-    kind and per outcome, taken, median/p90 time to take charge (s), false-alarm share (0–1).
+    kind and per outcome, taken, median/p90 time to take charge (s), false-alarm share (0–1),
+    and the site's time zone its month was counted in (empty for the all-sites row).
     Site names are guarded against formula injection (:func:`_cell`)."""
     kinds = sorted(fig["by_kind"])
     outcome_cols = list(fig["by_outcome"])
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\r\n")
     w.writerow(["month", "site", "alarms", *[f"kind_{k}" for k in kinds], *[f"outcome_{o}" for o in outcome_cols],
-                "taken_by_a_person", "take_charge_median_s", "take_charge_p90_s", "false_alarm_share"])
+                "taken_by_a_person", "take_charge_median_s", "take_charge_p90_s", "false_alarm_share", "time_zone"])
     for name, s in [("(all sites)", fig), *fig["sites"].items()]:
         w.writerow([fig["month"], _cell(name), s["alarms"], *[s["by_kind"].get(k, 0) for k in kinds],
                     *[s["by_outcome"].get(o, 0) for o in outcome_cols], s["taken"], _fmt(s["ttc_median_s"]),
-                    _fmt(s["ttc_p90_s"]), _fmt(s["false_alarm_share"], 3)])
+                    _fmt(s["ttc_p90_s"]), _fmt(s["false_alarm_share"], 3), s.get("tz", "")])
     return buf.getvalue()

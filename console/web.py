@@ -169,8 +169,8 @@ async def workers_page(request: Request, c: Console, user: User) -> Response:
     return c.page(request, "workers.html", rows=rows, low_battery_pct=s.low_battery_pct)
 
 
-def _month(request: Request) -> str:
-    month = request.query_params.get("month", "") or figures.month_of(time.time())
+def _month(request: Request, default: str) -> str:
+    month = request.query_params.get("month", "") or default
     figures.month_range(month)  # ValueError on junk
     return month
 
@@ -178,7 +178,7 @@ def _month(request: Request) -> str:
 @_read
 async def figures_page(request: Request, c: Console, user: User) -> Response:
     try:
-        month = _month(request)
+        month = _month(request, await run_in_threadpool(figures.default_month, c.store))
     except ValueError:
         return c.page(request, "error.html", 400, title=N_("Bad month"), message=N_("Give the month as YYYY-MM, e.g. 2026-12."))
     fig = await run_in_threadpool(lambda: figures.monthly(c.store, month, keep_days=c.settings.figures_keep_days))
@@ -188,7 +188,7 @@ async def figures_page(request: Request, c: Console, user: User) -> Response:
 @_read
 async def figures_csv(request: Request, c: Console, user: User) -> Response:
     try:
-        month = _month(request)
+        month = _month(request, await run_in_threadpool(figures.default_month, c.store))
     except ValueError:
         return PlainTextResponse("month must be YYYY-MM\n", status_code=400)
     fig = await run_in_threadpool(lambda: figures.monthly(c.store, month, keep_days=c.settings.figures_keep_days))
