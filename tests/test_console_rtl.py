@@ -46,7 +46,7 @@ def test_arabic_queue_is_right_to_left(arabic_console, tmp_path: Path) -> None:
             assert page.get_attribute("html", "dir") == "rtl" and page.get_attribute("html", "lang") == "ar"
             assert page.evaluate("getComputedStyle(document.body).direction") == "rtl"
             assert "قائمة الإنذارات" in page.inner_text("header nav")  # "Alarm queue" from the catalog
-            assert "مُطّلع" in page.inner_text("header .who")  # the role "viewer", translated
+            assert "مُشاهِد" in page.inner_text("header .who")  # the role "viewer", translated
             width = page.evaluate("document.documentElement.clientWidth")
             brand = page.locator("header .brand").bounding_box()
             assert brand["x"] > width / 2, "the header does not start on the right"
