@@ -57,6 +57,8 @@ def run_demo(*, scenario: str = "panic", as_json: bool = False, arc_addr: str | 
         tl.add("error", reason=str(exc), log=str(workdir / "demo.log"))
     finally:
         logging.shutdown()
+        for handler in [h for h in logging.root.handlers if getattr(h, "baseFilename", "") == str(workdir / "demo.log")]:
+            logging.root.removeHandler(handler)  # in-process callers (tests) must not log into a removed workdir
         if keep or not ok:
             tl.add("workdir", path=str(workdir), note="configs and demo.log kept")
         else:
