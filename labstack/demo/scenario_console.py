@@ -5,7 +5,8 @@ browser would: cookie, CSRF token from the page), watches the live queue (Server
 Events), the worker holds the button, the alarm shows in the queue, the operator takes
 charge — the same acknowledgement as an SMS reply — so the first contact is told who has
 it and the second contact is never told; then resolves it as genuine and the monthly
-figures count it. Exit 0 only if all of that happened.
+figures count it; the alarm page's "Worker card" button gives the worker's one-page card PDF.
+Exit 0 only if all of that happened.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from __future__ import annotations
 import http.cookiejar
 import json
 import re
+import shutil
+import subprocess
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -44,6 +48,11 @@ class ConsoleClient:
             self.token = m.group(1)
         return text
 
+    def get_bytes(self, path: str) -> tuple[str, bytes]:
+        """``(content type, body)`` of ``path`` (e.g. the worker card PDF)."""
+        with self.opener.open(self.base + path, timeout=30) as resp:
+            return resp.headers.get("Content-Type", ""), resp.read()
+
     def post(self, path: str, **form: str) -> tuple[int, str]:
         data = urllib.parse.urlencode({"csrf": self.token, **form}).encode()
         try:
@@ -73,8 +82,29 @@ class ConsoleClient:
         return t
 
 
+def _worker_card_ok(stack: DemoStack, web: ConsoleClient, alarm_page: str) -> bool:
+    """The alarm page's "Worker card" button gives the worker's one-page card PDF."""
+    m = re.search(r'id="worker-card" href="([^"]+)"', alarm_page)
+    if not m:
+        return fail(stack, "the alarm page has no worker card button")
+    kind, pdf = web.get_bytes(m.group(1))
+    step: dict[str, object] = {"url": m.group(1), "bytes": len(pdf)}
+    if kind != "application/pdf" or not pdf.startswith(b"%PDF-"):
+        return fail(stack, f"the worker card button did not give a PDF ({kind})")
+    if shutil.which("pdfinfo"):
+        with tempfile.NamedTemporaryFile(suffix=".pdf", dir=stack.workdir) as f:
+            f.write(pdf)
+            f.flush()
+            info = subprocess.run(["pdfinfo", f.name], capture_output=True, text=True, check=True).stdout
+        step["pages"] = int(next(line.split()[-1] for line in info.splitlines() if line.startswith("Pages:")))
+        if step["pages"] != 1:
+            return fail(stack, f"the worker card from the console has {step['pages']} pages, not one")
+    stack.tl.add("console_worker_card", **step)
+    return True
+
+
 @scenario("console", "a console operator sees the alarm appear live, takes charge (the second contact is never "
-          "told), resolves it as genuine; the monthly figures count it")
+          "told), resolves it as genuine; the monthly figures count it; the worker card button gives the card PDF")
 def console_scenario(stack: DemoStack) -> bool:
     (first, _, first_phone, _), (second, _, second_phone, _) = CONTACTS
     set_site(stack, policy="arc_then_contacts", escalate_after_s=ESCALATE_AFTER_S)
@@ -103,7 +133,9 @@ def console_scenario(stack: DemoStack) -> bool:
             return fail(stack, "the alarm did not appear in the console's live queue")
         stack.tl.add("console_shown", alarm=alarm_id,
                      stored_to_shown_ms=round((seen[alarm_id] - float(alarm.get("opened_at"))) * 1000, 1))
-        web.get(f"/alarm/{alarm_id}")
+        page = web.get(f"/alarm/{alarm_id}")
+        if not _worker_card_ok(stack, web, page):
+            return False
         web.post(f"/alarm/{alarm_id}/take")
         alarm = wait_alarm(stack, alarm_id, {"acked"}, 10)
         if alarm is None or alarm.get("ack_via") != "console":
