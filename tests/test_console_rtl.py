@@ -12,8 +12,8 @@ import pytest
 from console.users import UserStore
 from labstack.console_runner import ConsoleProcess
 from relay.alarms import AlarmStore
-from relay.registry import Contact
-from relay.store import Store
+from relay.registry import ArcAccount, Contact, Device, RegistryDoc, RegistryStore, Site, Worker
+from relay.store import Store, device_key
 
 from .consolerig import chromium, keep_screenshot, screenshot_on_failure, sign_in
 
@@ -28,6 +28,10 @@ def arabic_console(redis_server, tmp_path: Path):
     cfg.write_text(f'[redis]\nurl = "{redis_server.url}"\n\n[console]\nlanguage = "ar"\n')
     store = Store.from_url(redis_server.url)
     UserStore(store).add("vic", "viewer", PASSWORD, name="Vic Viewer")
+    RegistryStore(store).save(RegistryDoc(accounts=(ArcAccount("1234"),), workers=(Worker("Anna Hansen", 17, "ar"),),
+                                          sites=(Site("Depot", timezone="Asia/Amman"),),
+                                          devices=(Device("lw-0001", worker="Anna Hansen", site="Depot", account="1234"),)))
+    store.r.hset(device_key("lw-0001", "state"), mapping={"last_seen": 1.0, "battery_pct": 15, "signal_dbm": -71})
     contacts = (Contact("Per Jensen", "manager", phone="+4520110001"),)
     fields = {"device": "lw-0001", "kind": "panic", "worker": "Anna Hansen", "site": "Depot", "escalate_after_s": 120,
               "max_rounds": 3, "policy": "contacts_only", "lat": 55.6, "lon": 12.5}
@@ -64,3 +68,14 @@ def test_arabic_queue_is_right_to_left(arabic_console, tmp_path: Path) -> None:
             shot = tmp_path / "alarm-ar.png"
             page.screenshot(path=str(shot), full_page=True)
             keep_screenshot(shot)
+            page.goto(console.url + "/workers")
+            assert "بطاقة العامل" in page.inner_text("#workers")  # the "Worker card" button
+            assert page.locator("#workers .battery .ltr").first.inner_text() == "15 %"
+            for name in ("workers-ar", "figures-ar"):
+                if name == "figures-ar":
+                    page.goto(console.url + "/figures?month=2026-11")
+                    assert page.inner_text("h1").endswith("2026-11")  # the month reads as written
+                    assert page.locator("h1 .ltr").evaluate("e => getComputedStyle(e).direction") == "ltr"
+                shot = tmp_path / f"{name}.png"
+                page.screenshot(path=str(shot), full_page=True)
+                keep_screenshot(shot)
