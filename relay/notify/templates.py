@@ -34,27 +34,29 @@ DEFAULT_MAP_URL: Final = "https://maps.google.com/?q={lat:.5f},{lon:.5f}"
 KIND_NAMES: Final[dict[str, dict[str, str]]] = {
     "en": {"panic": "Panic alarm", "silent_panic": "Silent alarm", "man_down": "Man down",
            "missed_checkin": "Missed check-in", "lost_contact": "Lost contact with device",
-           "low_battery": "Low battery"},
+           "low_battery": "Low battery", "not_ready": "Device NOT ready at shift start"},
     "da": {"panic": "Overfaldsalarm", "silent_panic": "Stille alarm", "man_down": "Mand-ned-alarm",
            "missed_checkin": "Manglende tjek-ind", "lost_contact": "Mistet forbindelse til enheden",
-           "low_battery": "Lavt batteri"},
+           "low_battery": "Lavt batteri", "not_ready": "Enheden er IKKE klar ved vagtstart"},
     "pl": {"panic": "Alarm napadowy", "silent_panic": "Cichy alarm", "man_down": "Upadek pracownika",
            "missed_checkin": "Brak potwierdzenia obecności", "lost_contact": "Utrata łączności z urządzeniem",
-           "low_battery": "Niski poziom baterii"},
+           "low_battery": "Niski poziom baterii", "not_ready": "Urządzenie NIEGOTOWE na początku zmiany"},
     "ro": {"panic": "Alarmă de panică", "silent_panic": "Alarmă silențioasă", "man_down": "Angajat căzut",
            "missed_checkin": "Confirmare de prezență ratată", "lost_contact": "Legătura cu dispozitivul pierdută",
-           "low_battery": "Baterie descărcată"},
+           "low_battery": "Baterie descărcată", "not_ready": "Dispozitivul NU este pregătit la începutul turei"},
     "uk": {"panic": "Тривожна кнопка", "silent_panic": "Тиха тривога", "man_down": "Падіння працівника",
            "missed_checkin": "Пропущена відмітка", "lost_contact": "Втрачено зв'язок із пристроєм",
-           "low_battery": "Низький заряд батареї"},
+           "low_battery": "Низький заряд батареї", "not_ready": "Пристрій НЕ готовий на початку зміни"},
     "ar": {"panic": "إنذار استغاثة", "silent_panic": "إنذار صامت", "man_down": "سقوط العامل",
            "missed_checkin": "فوات تسجيل الحضور", "lost_contact": "انقطاع الاتصال بالجهاز",
-           "low_battery": "بطارية منخفضة"},
+           "low_battery": "بطارية منخفضة", "not_ready": "الجهاز غير جاهز عند بدء المناوبة"},
 }
 
 # Per language: the alarm's line labels, then the other messages. ``{…}`` are filled by render.
 _TEXTS: Final[dict[str, dict[str, str]]] = {
     "en": {
+        "place": "Place: {place}", "floor": "floor {floor}",
+        "not_ready": "NOT READY: {worker}'s lonewatch device did not pass its self-test after the shift start ({time}, {site}): {detail}. Alarms may not get through. Reply OK (ref {ref}).",
         "head": "ALARM: {kind}", "worker": "Worker: {worker}", "site": "Site: {site}",
         "address": "Address: {address}", "time": "Time: {time}", "map": "Position: {map}",
         "nomap": "Position: unknown", "escape": "Escape routes: {escape_routes}",
@@ -66,6 +68,8 @@ _TEXTS: Final[dict[str, dict[str, str]]] = {
         "ambiguous": "Several alarms are open: {refs}. Reply OK and the ref, e.g. \"OK {example}\".",
     },
     "da": {
+        "place": "Placering: {place}", "floor": "etage {floor}",
+        "not_ready": "IKKE KLAR: {worker}s lonewatch-enhed bestod ikke selvtesten efter vagtstart ({time}, {site}): {detail}. Alarmer kommer måske ikke igennem. Svar OK (ref {ref}).",
         "head": "ALARM: {kind}", "worker": "Medarbejder: {worker}", "site": "Sted: {site}",
         "address": "Adresse: {address}", "time": "Tid: {time}", "map": "Position: {map}",
         "nomap": "Position: ukendt", "escape": "Flugtveje: {escape_routes}",
@@ -77,6 +81,8 @@ _TEXTS: Final[dict[str, dict[str, str]]] = {
         "ambiguous": "Flere alarmer er åbne: {refs}. Svar OK og ref, f.eks. \"OK {example}\".",
     },
     "pl": {
+        "place": "Miejsce w budynku: {place}", "floor": "piętro {floor}",
+        "not_ready": "NIEGOTOWE: urządzenie lonewatch ({worker}) nie przeszło autotestu po rozpoczęciu zmiany ({time}, {site}): {detail}. Alarmy mogą nie dotrzeć. Odpowiedz OK (ref {ref}).",
         "head": "ALARM: {kind}", "worker": "Pracownik: {worker}", "site": "Miejsce: {site}",
         "address": "Adres: {address}", "time": "Czas: {time}", "map": "Pozycja: {map}",
         "nomap": "Pozycja: nieznana", "escape": "Drogi ewakuacyjne: {escape_routes}",
@@ -89,6 +95,8 @@ _TEXTS: Final[dict[str, dict[str, str]]] = {
         "ambiguous": "Otwartych jest kilka alarmów: {refs}. Odpowiedz OK i numer ref, np. \"OK {example}\".",
     },
     "ro": {
+        "place": "Loc în clădire: {place}", "floor": "etaj {floor}",
+        "not_ready": "NEPREGĂTIT: dispozitivul lonewatch al lui {worker} nu a trecut autotestul după începutul turei ({time}, {site}): {detail}. Alarmele s-ar putea să nu ajungă. Răspundeți OK (ref {ref}).",
         "head": "ALARMĂ: {kind}", "worker": "Angajat: {worker}", "site": "Locație: {site}",
         "address": "Adresă: {address}", "time": "Ora: {time}", "map": "Poziție: {map}",
         "nomap": "Poziție: necunoscută", "escape": "Căi de evacuare: {escape_routes}",
@@ -101,6 +109,8 @@ _TEXTS: Final[dict[str, dict[str, str]]] = {
         "ambiguous": "Sunt mai multe alarme deschise: {refs}. Răspundeți OK și ref, de ex. \"OK {example}\".",
     },
     "uk": {
+        "place": "Місце в будівлі: {place}", "floor": "поверх {floor}",
+        "not_ready": "НЕ ГОТОВИЙ: пристрій lonewatch ({worker}) не пройшов самоперевірку після початку зміни ({time}, {site}): {detail}. Тривоги можуть не дійти. Дайте відповідь OK (ref {ref}).",
         "head": "ТРИВОГА: {kind}", "worker": "Працівник: {worker}", "site": "Об'єкт: {site}",
         "address": "Адреса: {address}", "time": "Час: {time}", "map": "Місцезнаходження: {map}",
         "nomap": "Місцезнаходження: невідоме", "escape": "Шляхи евакуації: {escape_routes}",
@@ -113,6 +123,8 @@ _TEXTS: Final[dict[str, dict[str, str]]] = {
         "ambiguous": "Відкрито кілька тривог: {refs}. Дайте відповідь OK і номер ref, напр. \"OK {example}\".",
     },
     "ar": {
+        "place": "المكان في المبنى: {place}", "floor": "الطابق {floor}",
+        "not_ready": "غير جاهز: جهاز lonewatch الخاص بـ {worker} لم يجتز الفحص الذاتي بعد بدء المناوبة ({time}، {site}): {detail}. قد لا تصل الإنذارات. أرسل OK (المرجع {ref}).",
         "head": "إنذار: {kind}", "worker": "العامل: {worker}", "site": "الموقع: {site}",
         "address": "العنوان: {address}", "time": "الوقت: {time}", "map": "المكان على الخريطة: {map}",
         "nomap": "المكان: غير معروف", "escape": "طرق الإخلاء: {escape_routes}",
@@ -126,7 +138,7 @@ _TEXTS: Final[dict[str, dict[str, str]]] = {
     },
 }
 
-MESSAGES: Final = ("alarm", "cancelled", "restored", "acknowledged", "ambiguous")
+MESSAGES: Final = ("alarm", "cancelled", "restored", "acknowledged", "ambiguous", "not_ready")
 
 #: Words that acknowledge an alarm in an SMS reply, any language (compared case-folded).
 ACK_WORDS: Final = frozenset({
@@ -155,6 +167,13 @@ class MessageContext:
     by: str = ""
     timezone: str = ""
     refs: tuple[tuple[int, str], ...] = ()
+    #: Issue 12: the place from the BLE beacon (registry, :mod:`relay.places`), "" = unknown;
+    #: ``detail`` the failed checks of a ``not_ready`` notice.
+    building: str = ""
+    floor: str = ""
+    room: str = ""
+    note: str = ""
+    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -211,7 +230,10 @@ def render(message: str, language: str, ctx: MessageContext, *, channel: str = "
         "map": map_link(ctx.lat, ctx.lon, map_url) or "",
         "refs": ", ".join(f"{r} ({w})" for r, w in ctx.refs),
         "example": ctx.refs[0][0] if ctx.refs else ctx.ref,
+        "place": _place(t, ctx, channel), "detail": _note(ctx.detail, channel),
     }
+    if message == "alarm" and ctx.kind == "not_ready":
+        message = "not_ready"  # issue 12: a readiness notice is told with its own text
     subject = t["subject"].format(**values)
     if message != "alarm":
         body = t[message].format(**values)
@@ -219,6 +241,7 @@ def render(message: str, language: str, ctx: MessageContext, *, channel: str = "
     else:
         lines = [t["head"], t["worker"]]
         lines += [t[k] for k, v in (("site", ctx.site), ("address", ctx.address)) if v]
+        lines += [t["place"]] if values["place"] else []
         lines += [t["time"], t["map"] if values["map"] else t["nomap"]]
         lines += [t[k] for k, v in (("escape", ctx.escape_routes), ("alarmsys", ctx.alarm_system)) if v]
         lines.append(t["ack"])
@@ -226,6 +249,15 @@ def render(message: str, language: str, ctx: MessageContext, *, channel: str = "
     if channel == "email" and ctx.alarm_id:
         body += f"\n\nlonewatch alarm {ctx.alarm_id}"
     return Rendered(subject, body)
+
+
+def _place(t: dict[str, str], ctx: MessageContext, channel: str) -> str:
+    """``Main building, floor Basement, Laundry (note)`` from the beacon's place, "" if none."""
+    floor = t["floor"].format(floor=ctx.floor) if ctx.floor else ""
+    where = ", ".join(p for p in (ctx.building, floor, ctx.room) if p)
+    if where and ctx.note:
+        where += f" ({_note(ctx.note, channel)})"
+    return where
 
 
 _REF = re.compile(r"\d{1,4}")
