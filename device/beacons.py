@@ -205,7 +205,7 @@ class BleakScanner:
                 heard.append(Advert(parsed[0], float(adv.rssi), time.time()))
 
         async def run() -> None:
-            async with bleak.BleakScanner(detection_callback=seen, adapter=self.adapter):
+            async with bleak.BleakScanner(detection_callback=seen, bluez={"adapter": self.adapter}):
                 await asyncio.sleep(duration_s)
 
         try:
