@@ -182,7 +182,6 @@ class ReadinessCheck:
     def _report(self, shift: str, ready: bool, final: bool, attempt: int, results: dict[str, CheckResult]) -> None:
         failed = [n for n, r in results.items() if r.required and not r.ok]
         self.play("ready" if ready else "not_ready")
-        self.observer("readiness", {"ready": ready, "final": final, "attempt": attempt, "failed": failed})
         data = {"ready": ready, "final": final, "shift": shift, "attempt": attempt,
                 "checks": {n: r.as_dict() for n, r in results.items()}}
         self.last = data
@@ -195,6 +194,7 @@ class ReadinessCheck:
             self.raise_event("readiness", data)
         except Exception:
             log.exception("could not queue the readiness result")
+        self.observer("readiness", {"ready": ready, "final": final, "attempt": attempt, "failed": failed})
 
 
 class UnprotectedWatch:
