@@ -17,7 +17,13 @@ from cli.registry import _echo_json, _guard, _redis_options, _store
 
 @click.group("places")
 def places() -> None:
-    """BLE beacons → site, building, floor, room, note."""
+    """BLE beacons → site, building, floor, room, note (the worker's place in an alarm).
+
+    \b
+    Example:
+      lonewatch registry places import places.toml
+      lonewatch registry places list --json
+    """
 
 
 @places.command("import")
@@ -26,7 +32,15 @@ def places() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @_redis_options
 def places_import(path: str, replace: bool, as_json: bool, config_path: str, redis_url: str | None) -> None:
-    """Validate PATH (TOML, ``[[places]]`` tables) and store its places."""
+    """Validate a places TOML file ([[places]] tables) and store its places.
+
+    Every problem is printed as file:line (a beacon listed twice names its first line) and
+    nothing is written (exit 2). Sites must exist in the registry.
+
+    \b
+    Example:
+      lonewatch registry places import places.toml --redis redis://localhost:6379/0
+    """
     from relay.places import PlaceStore, load_places_toml
     from relay.registry import RegistryStore
 
@@ -48,7 +62,12 @@ def places_import(path: str, replace: bool, as_json: bool, config_path: str, red
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to a file (default: stdout).")
 @_redis_options
 def places_export(output: str | None, config_path: str, redis_url: str | None) -> None:
-    """Write every place as TOML that ``places import`` reads back."""
+    """Print every place as TOML that `registry places import` reads back.
+
+    \b
+    Example:
+      lonewatch registry places export -o places-backup.toml
+    """
     from relay.places import PlaceStore, dump_places_toml
 
     store = _store(config_path, redis_url)
@@ -65,7 +84,12 @@ def places_export(output: str | None, config_path: str, redis_url: str | None) -
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @_redis_options
 def places_list(as_json: bool, config_path: str, redis_url: str | None) -> None:
-    """One line per beacon: site, building / floor / room, note."""
+    """One line per beacon: site, building / floor / room, note.
+
+    \b
+    Example:
+      lonewatch registry places list
+    """
     from relay.places import PlaceStore
 
     store = _store(config_path, redis_url)

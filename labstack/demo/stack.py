@@ -104,6 +104,7 @@ def decoded_sia_event(event) -> dict[str, Any]:
         "lon": None,
     }
     xdata = {x.identifier: x.value for x in (event.extended_data or [])}
+    out["xdata"] = xdata  # issue 12: O (building), L (floor), R (room), I (text) as the ARC read them
     if "X" in xdata and "Y" in xdata:
         out["lat"], out["lon"] = parse_position("X" + xdata["X"], "Y" + xdata["Y"])
     elif "I" in xdata:
