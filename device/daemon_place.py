@@ -69,8 +69,8 @@ class PlaceParts:
 
     def after_event(self, event: Event) -> None:
         """An event is queued: an alarm scans at once; a shift start runs the self-test."""
-        if event.kind in ALARM_KINDS and self.beacons is not None:
-            self.beacons.burst()
+        if (event.kind in ALARM_KINDS or event.kind == "shift_start") and self.beacons is not None:
+            self.beacons.burst()  # an alarm: the freshest place; a shift start: scanning begins now
         if event.kind == "shift_start" and self.d.cfg.readiness.enabled:
             self.readiness.start(event.id)
         elif event.kind == "shift_end":

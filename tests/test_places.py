@@ -217,3 +217,26 @@ def test_unknown_beacon_sends_the_alarm_without_a_place(url: str) -> None:
     alarm = ArcAlarm(ACCOUNT, ContactId(1, 120, 1, 17), text="Anna Hansen")
     assert with_place(alarm, store, ev) == alarm  # unchanged: the alarm goes, without a place
     assert with_place(None, store, ev) is None
+
+
+# --------------------------------------------------------------------------- the demo scenario
+
+
+@pytest.mark.integration
+def test_indoor_demo_scenario(tmp_path: Path) -> None:
+    """``lonewatch demo --scenario indoor``: pysiaalarm decodes the room, the SMS names it."""
+    from labstack.demo.scenarios import load_all
+    from labstack.demo.stack import DemoStack
+    from labstack.timeline import Timeline
+
+    fn, _ = load_all()["indoor"]
+    tl = Timeline(live=False)
+    with DemoStack(tl, tmp_path) as stack:
+        ok = fn(stack)
+    assert ok, [e for e in tl.steps if e["step"] in ("error", "readiness", "arc_ack", "contact_sms")]
+    decoded = next(e for e in tl.steps if e["step"] == "arc_decoded_place")
+    assert "Main building / Basement / Laundry" in decoded["I"]
+    assert next(e for e in tl.steps if e["step"] == "device_indoors")["gnss_fix"] is False
+    line = next(e for e in tl.steps if e["step"] == "contact_sms_place")["line"]
+    assert line == "Placering: Main building, Basement, Laundry (behind the boiler, door code 4711)"
+    assert [e["ready"] for e in tl.steps if e["step"] == "readiness"] == [True]

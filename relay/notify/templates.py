@@ -252,8 +252,9 @@ def render(message: str, language: str, ctx: MessageContext, *, channel: str = "
 
 
 def _place(t: dict[str, str], ctx: MessageContext, channel: str) -> str:
-    """``Main building, floor Basement, Laundry (note)`` from the beacon's place, "" if none."""
-    floor = t["floor"].format(floor=ctx.floor) if ctx.floor else ""
+    """``Main building, floor -1, Laundry (note)`` from the beacon's place, "" if none."""
+    # "floor -1" for a number; a named floor ("Basement", "Kælder") stands as written
+    floor = t["floor"].format(floor=ctx.floor) if re.fullmatch(r"[-+]?\d{1,3}", ctx.floor.strip()) else ctx.floor
     where = ", ".join(p for p in (ctx.building, floor, ctx.room) if p)
     if where and ctx.note:
         where += f" ({_note(ctx.note, channel)})"
