@@ -153,7 +153,7 @@ def render_table(rows: list[DeviceStatus]) -> str:
             "-" if r.battery_pct is None else f"{r.battery_pct} %",
             "-" if r.signal_dbm is None else f"{r.signal_dbm} dBm",
             f"{len(r.open_alarms)}: {alarms}" if r.open_alarms else "-",
-            r.place or "-", r.ready or "-",
+            r.place or "-", (r.ready or "-") + (f", unprotected {r.unprotected_s:.0f} s" if r.unprotected_s else ""),
         ))  # fmt: skip
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines) + "\n"
