@@ -23,6 +23,7 @@ pattern                vibration                       LED
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import Final
 
@@ -74,6 +75,10 @@ class Feedback:
         self.buzzer = DigitalOutputDevice(buzzer_pin, pin_factory=pin_factory) if buzzer_pin and not silent else None
         self.observer = observer
         self.played: list[str] = []
+        # gpiozero's blink() is not safe from two threads at once (issue 12 found "cannot join
+        # thread before it is started" when the paho thread and the readiness thread played
+        # together): one pattern starts at a time.
+        self._lock = threading.Lock()
 
     def play(self, pattern: str) -> None:
         """Play a pattern in the background.
@@ -82,12 +87,13 @@ class Feedback:
             KeyError: unknown pattern name.
         """
         vib, led = PATTERNS[pattern]
-        self.played.append(pattern)
-        self.vibration.blink(on_time=vib[0], off_time=vib[1], n=vib[2], background=True)
-        if led[2]:
-            self.led.blink(on_time=led[0], off_time=led[1], n=led[2], background=True)
-        if self.buzzer is not None and pattern in AUDIBLE:
-            self.buzzer.blink(on_time=vib[0], off_time=vib[1], n=vib[2], background=True)
+        with self._lock:
+            self.played.append(pattern)
+            self.vibration.blink(on_time=vib[0], off_time=vib[1], n=vib[2], background=True)
+            if led[2]:
+                self.led.blink(on_time=led[0], off_time=led[1], n=led[2], background=True)
+            if self.buzzer is not None and pattern in AUDIBLE:
+                self.buzzer.blink(on_time=vib[0], off_time=vib[1], n=vib[2], background=True)
         log.info("feedback: %s", pattern)
         if self.observer:
             self.observer(pattern)

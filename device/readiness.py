@@ -85,6 +85,9 @@ class ReadinessCheck:
         self._arc: str | None = None  # up / none / down / unknown / acked / failed
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        #: The newest acks seen, replayed by :meth:`start`: the relay may ack the shift start
+        #: before the daemon has handed its id over.
+        self._recent: list[Ack] = []
         self.last: dict[str, Any] | None = None  # the last result sent (``lonewatch device status``)
 
     def add_check(self, name: str, check: Check) -> None:
@@ -96,6 +99,7 @@ class ReadinessCheck:
     def on_ack(self, ack: Ack) -> None:
         """Feed every ack from the relay; only those for the current shift start count."""
         with self._lock:
+            self._recent = (self._recent + [ack])[-20:]
             if ack.id != self._shift:
                 return
             if ack.stage == "received":
@@ -117,6 +121,9 @@ class ReadinessCheck:
         self.stop()
         with self._lock:
             self._shift, self._received, self._arc = shift_event_id, False, None
+            early = [a for a in self._recent if a.id == shift_event_id]
+        for ack in early:
+            self.on_ack(ack)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(shift_event_id, self._stop),
                                         name="device-readiness", daemon=True)
@@ -181,7 +188,10 @@ class ReadinessCheck:
 
     def _report(self, shift: str, ready: bool, final: bool, attempt: int, results: dict[str, CheckResult]) -> None:
         failed = [n for n, r in results.items() if r.required and not r.ok]
-        self.play("ready" if ready else "not_ready")
+        try:
+            self.play("ready" if ready else "not_ready")
+        except Exception:  # the result must reach the relay whatever the pins do
+            log.exception("could not play the readiness pattern")
         data = {"ready": ready, "final": final, "shift": shift, "attempt": attempt,
                 "checks": {n: r.as_dict() for n, r in results.items()}}
         self.last = data

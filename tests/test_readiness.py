@@ -298,3 +298,41 @@ def test_unprotected_stays_quiet_off_shift_and_for_short_gaps() -> None:
     t[0] = 650
     w.tick(True, True, False)
     assert reported == [("unprotected", {"since": 1.8e9 + 400, "until": 1.8e9 + 650, "span_s": 250.0})]
+
+
+def test_an_early_ack_and_two_threads_playing_do_not_lose_the_result(tmp_path: Path) -> None:
+    """The relay may ack the shift start before the self-test begins; the paho thread and the
+    readiness thread may play patterns at the same moment (gpiozero's blink is not
+    thread-safe on its own): the result still comes."""
+    import threading
+
+    from device.feedback import Feedback
+    from device.place_config import ReadinessConfig
+    from device.readiness import ReadinessCheck
+    from protocol.messages import Ack
+
+    feedback = Feedback(27, 22, pin_factory=MockFactory())
+    raised: list[tuple[str, dict]] = []
+    check = ReadinessCheck(ReadinessConfig(ack_wait_s=2, ready_timeout_s=2, recheck_s=0.5), {},
+                           raise_event=lambda k, d: raised.append((k, d)), play=feedback.play,
+                           observer=lambda s, f: None)
+    check.on_ack(Ack("lw-0001:7", "received", time.time(), {"arc_link": "up"}))  # before start
+    stop = threading.Event()
+
+    def other_thread() -> None:
+        while not stop.is_set():
+            feedback.play("arc_delivered")
+
+    t = threading.Thread(target=other_thread)
+    t.start()
+    try:
+        check.start("lw-0001:7")
+        deadline = time.monotonic() + 10
+        while not raised and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        stop.set()
+        t.join(5)
+        check.stop()
+        feedback.close()
+    assert raised and raised[0][1]["ready"] is True and raised[0][1]["checks"]["relay"]["ok"] is True
