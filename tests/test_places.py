@@ -240,3 +240,33 @@ def test_indoor_demo_scenario(tmp_path: Path) -> None:
     line = next(e for e in tl.steps if e["step"] == "contact_sms_place")["line"]
     assert line == "Placering: Main building, Basement, Laundry (behind the boiler, door code 4711)"
     assert [e["ready"] for e in tl.steps if e["step"] == "readiness"] == [True]
+
+
+@pytest.mark.parametrize("lang, label", [("en", "Place: "), ("da", "Placering: "), ("pl", "Miejsce w budynku: "),
+                                         ("ro", "Loc în clădire: "), ("uk", "Місце в будівлі: "),
+                                         ("ar", "المكان في المبنى: ")])
+def test_contacts_read_the_place_in_their_language(lang: str, label: str) -> None:
+    from relay.notify.templates import MessageContext, render
+
+    ctx = MessageContext(kind="silent_panic", worker="Anna Hansen", site="Vaskeriet", building="Main building",
+                         floor="-1", room="Laundry", note="door code 4711", ref=3)
+    lines = render("alarm", lang, ctx).body.splitlines()
+    place = next(line for line in lines if line.startswith(label))
+    assert "Main building" in place and "-1" in place and "Laundry (door code 4711)" in place
+    assert lines.index(place) == 3  # after the site, before the time
+    notice = render("alarm", lang, MessageContext(kind="not_ready", worker="Anna Hansen", detail="battery: 12 %", ref=4))
+    assert "battery: 12 %" in notice.body and "Anna Hansen" in notice.body and "4" in notice.body
+    assert not any(line.startswith(label) for line in render("alarm", lang, MessageContext(kind="panic", worker="A")).body.splitlines())
+
+
+def test_status_names_an_unknown_beacon(url: str) -> None:
+    from relay.store import DeviceEntry
+
+    store = Store.from_url(url)
+    store.register(DeviceEntry("lw-0001", ACCOUNT, 17, "Anna Hansen", "Vaskeriet"))
+    now = time.time()
+    store.update_alive(Alive("lw-0001", now, 80, -90, "home", None, 5.0, "test", 0, beacon=BeaconSighting(STRANGER, -70, now)))
+    row = collect(store, ["lw-0001"])[0]
+    assert row.place == f"beacon {STRANGER} (not in registry)" and row.beacon == STRANGER
+    store.update_alive(Alive("lw-0001", now, 80, -90, "home", None, 6.0, "test", 0))
+    assert collect(store, ["lw-0001"])[0].place == ""  # no beacon heard any more
