@@ -26,12 +26,12 @@ NOT_YET: dict[str, tuple[str, str]] = {}
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    ap.add_argument("--only", default="latency,throughput,device,lostcontact,smsfallback,beacons",
-                    help="comma-separated: latency, throughput, device, lostcontact, smsfallback, beacons")
+    ap.add_argument("--only", default="latency,throughput,device,lostcontact,smsfallback,voice,modem,beacons",
+                    help="comma-separated: latency, throughput, device, lostcontact, smsfallback, voice, modem, beacons")
     ap.add_argument("--quick", action="store_true", help="fewer repetitions (smoke run)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    from . import b_beacons, b_device, b_latency, b_lostcontact, b_smsfallback, b_throughput
+    from . import b_beacons, b_device, b_latency, b_lostcontact, b_modem, b_smsfallback, b_throughput
 
     plan = {
         "latency": lambda: b_latency.run(runs=1 if args.quick else 3, n_alarms=50 if args.quick else 200),
@@ -39,8 +39,12 @@ def main(argv: list[str]) -> int:
         "device": lambda: b_device.run(window_s=15 if args.quick else 62),
         "lostcontact": lambda: b_lostcontact.run(devices=20_000 if args.quick else 100_000, window_s=20 if args.quick else 60),
         "smsfallback": lambda: b_smsfallback.run(reps=2 if args.quick else 3),
+        "modem": lambda: b_modem.run(reps=2 if args.quick else 5),
         "beacons": lambda: b_beacons.run(window_s=15 if args.quick else 40),  # issue 12
     }
+    from . import b_voice  # issue 11
+
+    plan["voice"] = lambda: b_voice.run(reps=2 if args.quick else 5)
     figures: list[Figure] = []
     started = time.monotonic()
     for name in args.only.split(","):

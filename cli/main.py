@@ -82,6 +82,9 @@ from cli.registry import alarm as _alarm_group, registry as _registry_group  # n
 
 main.add_command(_registry_group)  # lonewatch registry import/export/list/add/remove
 main.add_command(_alarm_group)  # lonewatch alarm list/ack/history
+main.add_command(__import__("cli.card").card.card)  # lonewatch card --worker NAME -o card.pdf
+main.add_command(__import__("cli.worker").worker.worker)  # lonewatch worker export|erase NAME
+main.add_command(__import__("cli.worker").worker.retention)  # lonewatch retention purge
 main.add_command(__import__("cli.survey").survey.survey)  # lonewatch survey run/report (issue 12)
 
 from cli.install import INSTALL_COMMANDS  # noqa: E402  (pki provision flash doctor test-alarm status lab completion)

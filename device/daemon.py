@@ -45,6 +45,7 @@ from .feedback import Feedback
 from .link import MqttLink
 from .queue import EventQueue
 from .shift import ShiftSchedule
+from .voice import VoiceService
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,8 @@ class DeviceDaemon:
         )
         self.button: GestureButton | None = None
         self.feedback: Feedback | None = None
+        #: Listen-in and call-back (issue 11); None when ``[voice]`` is off or there is no modem.
+        self.voice: VoiceService | None = None
         #: Beacons, shift-start self-test, unprotected warning (issue 12; ``beacons``: a scanner).
         self.place = PlaceParts(self, beacons)
 
@@ -189,6 +192,9 @@ class DeviceDaemon:
             self._start_control()
         if self.supervisor is not None:
             self._spawn(self._modem_loop, "modem")
+        self.voice = VoiceService.for_daemon(self)
+        if self.voice is not None:
+            self._spawn(lambda: self.voice.run(self._stop, lambda: self._beat("voice")), "voice")
         self.link.start()
         self._spawn(self._sender_loop, "sender")
         self._spawn(self._alive_loop, "alive")
@@ -291,9 +297,12 @@ class DeviceDaemon:
         """
         with self._lock:
             seq = self.queue.next_sequence()
+            # Where the worker is goes out only with an alarm or on shift (issue 13).
+            position = self.modem_state.position if kind in ALARM_KINDS or self.on_shift else None
             event = Event(
                 device=self.device_id, seq=seq, kind=kind, ts=time.time(),
-                position=self.modem_state.position, data=data or {}, beacon=self.place.beacon(),
+                position=position, data=data or {},
+                beacon=self.place.beacon() if kind in ALARM_KINDS or self.on_shift else None,  # as the position
             )  # fmt: skip
             for _ in range(3):
                 try:
@@ -315,6 +324,8 @@ class DeviceDaemon:
         self._wake.set()
         if self.fallback is not None:
             self.fallback.wake()
+        if self.voice is not None and kind in ALARM_KINDS:  # stored first, then listen-in (issue 11)
+            self.voice.alarm_stored(event)
         self.place.after_event(event)
         return event
 
@@ -530,9 +541,10 @@ class DeviceDaemon:
         ms = self.modem_state
         return Alive(
             device=self.device_id, ts=time.time(), battery_pct=self.battery.percent if self.battery else None,
-            signal_dbm=ms.signal_dbm, registration=ms.registration, position=ms.position,
+            signal_dbm=ms.signal_dbm, registration=ms.registration,
+            position=ms.position if self.on_shift else None,  # issue 13: no position off shift
             uptime_s=round(time.monotonic() - self._started, 1), firmware=FIRMWARE_VERSION,
-            queue_depth=self.queue.depth(), beacon=self.place.beacon(),
+            queue_depth=self.queue.depth(), beacon=self.place.beacon() if self.on_shift else None,
         )  # fmt: skip
 
     def _modem_loop(self) -> None:

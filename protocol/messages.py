@@ -37,6 +37,7 @@ EVENT_KINDS: Final = ALARM_KINDS | frozenset(
         "low_battery",
         "battery_restore",
         "test",
+        "listen_in",  # issue 11: a voice call to the ARC follows the alarm in data["alarm"]
         # issue 12: the shift-start readiness result, and a span without MQTT and SMS
         "readiness",
         "unprotected",
@@ -69,8 +70,9 @@ def event_id(device_id: str, sequence: int, origin: str = "device") -> str:
 
 def alarm_priority(kind: str) -> int:
     """Queue priority of an event kind, lower first: 0 for alarms and cancels (a cancel may
-    never overtake its alarm, nor wait behind routine events), 10 for the rest."""
-    return 0 if kind in ALARM_KINDS or kind == "cancel" else 10
+    never overtake its alarm, nor wait behind routine events; nor may the ``listen_in`` that
+    announces the alarm's voice call), 10 for the rest."""
+    return 0 if kind in ALARM_KINDS or kind in ("cancel", "listen_in") else 10
 
 
 @dataclass(frozen=True, slots=True)

@@ -136,6 +136,7 @@ def add_operations(service: RelayService, cfg: RelayConfig, arc: ArcClient | Non
 
     service.supervisor = Supervisor(store, sweep_interval_s=cfg.supervision.sweep_interval_s)
     service.components.append(service.supervisor)
+    service.components.append(__import__("relay.retention").retention.Purger(store, cfg.retention))  # issue 13
     if arc is not None:
         a = cfg.arc
         service.linktester = LinkTester(

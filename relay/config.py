@@ -20,6 +20,7 @@ from protocol.errors import ValidationError
 from protocol.configfile import ConfigChecker, ConfigSource, load_toml
 
 from .arc import ArcReceiver
+from .retention import RetentionSection, retention_section
 
 __all__ = [
     "ARC_FORMATS",
@@ -224,6 +225,7 @@ class RelayConfig:
     modem: ModemSection = field(default_factory=ModemSection)
     supervision: SupervisionSection = field(default_factory=SupervisionSection)
     metrics: MetricsSection = field(default_factory=MetricsSection)
+    retention: RetentionSection = field(default_factory=RetentionSection)  # issue 13
     readiness: ReadinessSection = field(default_factory=ReadinessSection)
 
     @classmethod
@@ -387,13 +389,14 @@ def _build(source: ConfigSource) -> RelayConfig:
 
     notify, modem = _notify_sections(root)
     supervision, metrics = _operations_sections(root)
+    retention = retention_section(root)
     t = root.table("readiness")
     readiness = ReadinessSection(enabled=t.boolean("enabled", True),
                                  ready_timeout_s=t.number("ready_timeout_s", ReadinessSection.ready_timeout_s, min=1, max=86400))
     checker.finish()
     return RelayConfig(relay=relay, mqtt=mqtt, redis=redis, arc=arc,
                        registry=RegistrySection(file=registry_path), notify=notify, modem=modem,
-                       supervision=supervision, metrics=metrics, readiness=readiness)
+                       supervision=supervision, metrics=metrics, retention=retention, readiness=readiness)
 
 
 def _check_listen(value: str) -> str | None:

@@ -20,6 +20,7 @@ from protocol.errors import ValidationError
 from protocol.messages import Ack, Alive, Event, Status, decode_for_topic
 from protocol.topics import parse_topic
 
+from .retention import strip_location_off_shift
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -143,6 +144,7 @@ class Pipeline:
             self.counts["status"] += 1
             return Handled("status")
 
+        msg, payload = strip_location_off_shift(self.store, msg, payload)  # issue 13: only on shift or with an alarm
         is_new = self.store.store_event(msg, payload)
         # Ack only now that Redis has it; a resend is acked again (the first ack may be lost).
         self.publish_ack(msg.device, Ack(id=msg.id, stage="received", ts=time.time(), detail=self._received_detail(msg)))

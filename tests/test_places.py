@@ -185,22 +185,24 @@ def test_beacon_on_the_alarm_reaches_the_arc_contacts_and_status(tmp_path: Path,
             running_relay(relay_dict(mosquitto.port, broker_users["relay"], redis_server.url, port)) as relay:
         dev = ScriptedDevice("lw-0001", mosquitto.port, broker_users["lw-0001"])
         try:
+            shift = dev.event("shift_start", {"source": "cli"})  # where the worker is counts on shift only
+            assert dev.wait_ack(shift.id, "received")
             now = time.time()
             alive = Alive("lw-0001", now, 80, -90, "home", None, 5.0, "test", 0, beacon=BeaconSighting(CORRIDOR, -70, now))
             dev.client.publish(topic("lw-0001", "alive"), encode(alive), qos=1).wait_for_publish(5)
             assert wait_until(lambda: collect(store, ["lw-0001"])[0].place == "Ground floor / Corridor")
             row = collect(store, ["lw-0001"])[0]
             assert "Ground floor / Corridor" in render_table([row])
-            ev = Event("lw-0001", 1, "silent_panic", time.time(), None, {}, beacon=BeaconSighting(LAUNDRY, -61, now))
+            ev = Event("lw-0001", 2, "silent_panic", time.time(), None, {}, beacon=BeaconSighting(LAUNDRY, -61, now))
             dev.client.publish(topic("lw-0001", "event"), encode(ev), qos=1).wait_for_publish(5)
-            got = arc_server.wait_event(15)
-            assert got is not None and got["code"] == "122"
+            assert wait_until(lambda: any(e["code"] == "122" for e in arc_server.events), 15)
+            got = next(e for e in arc_server.events if e["code"] == "122")
             assert "Main building / Basement / Laundry" in got["xdata"]["I"]  # the event's own beacon wins
             alarm = relay.dispatcher.escalation.alarms.get(ev.id)
             assert (alarm.get("place_room"), alarm.get("place_floor"), alarm.get("place_note")) == (
                 "Laundry", "Basement", "plant room behind the boiler, door code 4711")
             # an alarm with no beacon of its own takes the fresh one of the last alive
-            ev2 = Event("lw-0001", 2, "panic", time.time(), None, {})
+            ev2 = Event("lw-0001", 3, "panic", time.time(), None, {})
             dev.client.publish(topic("lw-0001", "event"), encode(ev2), qos=1).wait_for_publish(5)
             assert wait_until(lambda: any("Corridor" in e["xdata"].get("I", "") for e in arc_server.events), 15)
         finally:
@@ -265,6 +267,7 @@ def test_status_names_an_unknown_beacon(url: str) -> None:
     store = Store.from_url(url)
     store.register(DeviceEntry("lw-0001", ACCOUNT, 17, "Anna Hansen", "Vaskeriet"))
     now = time.time()
+    store.store_event(Event("lw-0001", 1, "shift_start", now))  # the place is kept on shift only (issue 13)
     store.update_alive(Alive("lw-0001", now, 80, -90, "home", None, 5.0, "test", 0, beacon=BeaconSighting(STRANGER, -70, now)))
     row = collect(store, ["lw-0001"])[0]
     assert row.place == f"beacon {STRANGER} (not in registry)" and row.beacon == STRANGER

@@ -16,7 +16,9 @@ Scenario = Callable[[DemoStack], bool]
 SCENARIOS: dict[str, tuple[Scenario, str]] = {}
 #: Modules that define further scenarios (imported by :func:`load_all`).
 MODULES: tuple[str, ...] = ("labstack.demo.scenario_contacts", "labstack.demo.scenario_device", "labstack.demo.scenario_relay",
-                            "labstack.demo.scenario_indoor")
+                             "labstack.demo.scenario_modem", "labstack.demo.scenario_privacy")
+MODULES += ("labstack.demo.scenario_voice",)  # issue 11
+MODULES += ("labstack.demo.scenario_indoor",)  # issue 12
 
 
 def scenario(name: str, description: str) -> Callable[[Scenario], Scenario]:
