@@ -1,6 +1,7 @@
 # lonewatch — the two commands a new user needs: `make demo` and `make test`.
 # Both set up everything first: a virtualenv in .venv, the package, and the Mosquitto and
-# Redis server binaries (installed with apt-get when run as root, otherwise the exact line).
+# Redis server binaries and Debian's chromium for the console's browser tests (installed with
+# apt-get when run as root, otherwise the exact line; no browser is ever downloaded otherwise).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -14,17 +15,17 @@ setup: servers $(STAMP)
 
 servers:
 	@missing=""; \
-	for b in mosquitto mosquitto_passwd redis-server mcopy pdftoppm; do \
+	for b in mosquitto mosquitto_passwd redis-server mcopy pdftoppm chromium; do \
 	  command -v $$b >/dev/null 2>&1 || [ -x /usr/sbin/$$b ] || missing="$$missing $$b"; \
 	done; \
 	[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf ] || missing="$$missing DejaVuSans"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing mosquitto, redis-server, mtools, poppler-utils, fonts-dejavu-core (missing:$$missing)"; \
+	    echo "installing mosquitto, redis-server, mtools, poppler-utils, fonts-dejavu-core, chromium (missing:$$missing)"; \
 	    DEBIAN_FRONTEND=noninteractive apt-get update -q && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto redis-server mtools poppler-utils fonts-dejavu-core || exit 1; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto redis-server mtools poppler-utils fonts-dejavu-core chromium || exit 1; \
 	  else \
-	    echo "missing:$$missing — install with: sudo apt-get install -y mosquitto redis-server mtools poppler-utils fonts-dejavu-core"; exit 1; \
+	    echo "missing:$$missing — install with: sudo apt-get install -y mosquitto redis-server mtools poppler-utils fonts-dejavu-core chromium"; exit 1; \
 	  fi; \
 	fi
 
@@ -64,6 +65,11 @@ catalogs: setup
 	  $(BIN)/pybabel --quiet update -i i18n/locale/$$d.pot -d i18n/locale -D $$d --no-fuzzy-matching --ignore-obsolete --no-wrap || exit 1; \
 	  $(BIN)/pybabel compile -d i18n/locale -D $$d --statistics || exit 1; \
 	done
+	@# the console's texts (issue 13): templates through Jinja2's i18n extension, labels marked N_
+	$(BIN)/pybabel --quiet extract -F console/babel.cfg -k N_ --no-location --sort-output --project=lonewatch --no-wrap \
+	  -o i18n/locale/console.pot .
+	$(BIN)/pybabel --quiet update -i i18n/locale/console.pot -d i18n/locale -D console --no-fuzzy-matching --ignore-obsolete --no-wrap
+	$(BIN)/pybabel compile -d i18n/locale -D console --statistics
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

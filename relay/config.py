@@ -390,6 +390,7 @@ def _build(source: ConfigSource) -> RelayConfig:
     notify, modem = _notify_sections(root)
     supervision, metrics = _operations_sections(root)
     retention = retention_section(root)
+    root.has("console")  # [console] belongs to the console process: console.config checks it (issue 13)
     t = root.table("readiness")
     readiness = ReadinessSection(enabled=t.boolean("enabled", True),
                                  ready_timeout_s=t.number("ready_timeout_s", ReadinessSection.ready_timeout_s, min=1, max=86400))

@@ -18,6 +18,7 @@ SCENARIOS: dict[str, tuple[Scenario, str]] = {}
 MODULES: tuple[str, ...] = ("labstack.demo.scenario_contacts", "labstack.demo.scenario_device", "labstack.demo.scenario_relay",
                              "labstack.demo.scenario_modem", "labstack.demo.scenario_privacy")
 MODULES += ("labstack.demo.scenario_voice",)  # issue 11
+MODULES += ("labstack.demo.scenario_console",)  # issue 13 (console)
 MODULES += ("labstack.demo.scenario_indoor",)  # issue 12
 
 
