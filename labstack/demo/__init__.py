@@ -53,7 +53,7 @@ def run_demo(*, scenario: str = "panic", as_json: bool = False, arc_addr: str | 
             beside = _open_console(stack) if console else None  # issue 13: lonewatch demo --console
             ok = fn(stack)
             press = tl.first("alarm_recognised")
-            ack = tl.first("arc_ack")
+            ack = next((s for s in list(tl.steps) if s["step"] == "arc_ack" and press and s["t_ms"] >= press["t_ms"]), None)
             if ok and press and ack:
                 tl.add("done", scenario=scenario, alarm_to_arc_ack_ms=round(ack["t_ms"] - press["t_ms"], 1))
             elif ok:

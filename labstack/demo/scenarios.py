@@ -19,6 +19,7 @@ MODULES: tuple[str, ...] = ("labstack.demo.scenario_contacts", "labstack.demo.sc
                              "labstack.demo.scenario_modem", "labstack.demo.scenario_privacy")
 MODULES += ("labstack.demo.scenario_voice",)  # issue 11
 MODULES += ("labstack.demo.scenario_console",)  # issue 13 (console)
+MODULES += ("labstack.demo.scenario_indoor",)  # issue 12
 
 
 def scenario(name: str, description: str) -> Callable[[Scenario], Scenario]:
