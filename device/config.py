@@ -19,6 +19,7 @@ from typing import Any
 
 from protocol.configfile import ConfigChecker, ConfigSource, TableReader, load_toml
 
+from .mandown_config import MandownConfig, read_mandown
 from .shift import ScheduleError, parse_window
 
 __all__ = [
@@ -221,6 +222,7 @@ class DeviceConfig:
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     shift: ShiftConfig = field(default_factory=ShiftConfig)
     battery: BatteryConfig = field(default_factory=BatteryConfig)
+    mandown: MandownConfig = field(default_factory=MandownConfig)
 
     @property
     def firmware(self) -> str:
@@ -392,9 +394,13 @@ def _build(source: ConfigSource) -> DeviceConfig:
         t.problem("restore_pct", f"must be above battery.low_pct ({battery.low_pct}): "
                   "the gap is the hysteresis that stops low/restore flapping")
 
+    pins = {getattr(gpio, k): f"gpio.{k}" for k in ("button_pin", "led_pin", "vibration_pin", "buzzer_pin")}
+    mandown = read_mandown(root.table("mandown"), {**pins, modem.power_pin: "modem.power_pin"},
+                           {"timing.cancel_presses": timing.cancel_presses, "timing.checkin_presses": timing.checkin_presses})
+
     checker.finish()
     return DeviceConfig(device=device, mqtt=mqtt, timing=timing, gpio=gpio, modem=modem,
-                        sms=sms, worker=worker, shift=shift, battery=battery)
+                        sms=sms, worker=worker, shift=shift, battery=battery, mandown=mandown)
 
 
 def _check_timezone(name: str) -> str | None:

@@ -11,6 +11,11 @@ pattern                vibration                       LED
 ``checkin_expiring``   3 long (0.5 s)                  3 blinks
 ``checkin_done``       1 medium (0.4 s)                1 long blink
 ``alarm_cancelled``    1 short, 1 long                 off
+``mandown_prealarm``   3 × 0.4 s, repeated every 2 s   fast blink — man-down pre-alarm: press
+                       for the whole pre-alarm         the button or stand up to cancel
+``mandown_cancelled``  2 long (0.6 s)                  1 long blink — pre-alarm cancelled
+``mandown_paused``     4 short                         4 blinks — man-down paused
+``mandown_resumed``    2 medium (0.25 s)               2 blinks — man-down on again
 =====================  ==============================  =====================================
 """
 
@@ -31,6 +36,12 @@ PATTERNS: Final[dict[str, tuple[tuple[float, float, int], tuple[float, float, in
     "checkin_expiring": ((0.5, 0.3, 3), (0.3, 0.3, 3)),
     "checkin_done": ((0.4, 0.1, 1), (0.4, 0.1, 1)),
     "alarm_cancelled": ((0.15, 0.2, 1), (0.0, 0.0, 0)),
+    # Man-down (issue 10): unlike anything above, so a worker lying down feels it is not a
+    # confirmation but a question: "are you all right?"
+    "mandown_prealarm": ((0.4, 0.25, 3), (0.1, 0.1, 10)),
+    "mandown_cancelled": ((0.6, 0.3, 2), (1.0, 0.1, 1)),
+    "mandown_paused": ((0.1, 0.15, 4), (0.1, 0.15, 4)),
+    "mandown_resumed": ((0.25, 0.2, 2), (0.15, 0.15, 2)),
 }
 
 
@@ -74,7 +85,7 @@ class Feedback:
         self.vibration.blink(on_time=vib[0], off_time=vib[1], n=vib[2], background=True)
         if led[2]:
             self.led.blink(on_time=led[0], off_time=led[1], n=led[2], background=True)
-        if self.buzzer is not None and pattern in ("alarm_taken", "no_connection"):
+        if self.buzzer is not None and pattern in ("alarm_taken", "no_connection", "mandown_prealarm"):
             self.buzzer.blink(on_time=vib[0], off_time=vib[1], n=vib[2], background=True)
         log.info("feedback: %s", pattern)
         if self.observer:
