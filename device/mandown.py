@@ -192,8 +192,11 @@ class MandownDetector:
         self._last_t = t
         self.samples += 1
         if last is not None and t - last > MAX_GAP_S:
+            # Unknown what happened in the hole: stillness starts over (no alarm from a gap).
             self._reset_block(t)
             self._ff_start = None
+            self._still_since = None
+            self._not_before = t
         if self._paused:
             return out
         mag = math.sqrt(ax * ax + ay * ay + az * az)

@@ -124,13 +124,7 @@ def _read_thresholds(t: TableReader, base: MandownProfile) -> dict[str, float]:
     out = {}
     for key in THRESHOLDS:
         lo, hi = RANGES[key]
-        if key == "no_motion_s":
-            v = t.number(key, getattr(base, key), min=lo, max=hi)
-            if 0 < v < 30:
-                t.problem(key, "must be 0 (off) or at least 30 s")
-        else:
-            v = t.number(key, getattr(base, key), min=lo, max=hi)
-        out[key] = v
+        out[key] = t.number(key, getattr(base, key), min=lo, max=hi)
     return out
 
 

@@ -108,6 +108,7 @@ class MandownWatch:
         self._lines: InterruptLines | None = None
         self._charger = None
         self.mode = "off"
+        self._next_buzz = 0.0
         self.heartbeat = time.monotonic()
         self.sensor_errors = 0
         self.man_downs = 0
@@ -214,7 +215,6 @@ class MandownWatch:
         det = self.detector
         upright_since: float | None = None
         next_check = 0.0
-        next_buzz = 0.0
         while not self._stop.is_set():
             self.heartbeat = time.monotonic()
             self._event.wait(LOOP_S)
@@ -263,8 +263,8 @@ class MandownWatch:
                 trans += det.tick(self.accel.clock())  # a running pre-alarm still ends on time
                 self._stop.wait(min(30.0, 0.5 * 2 ** min(self.sensor_errors, 6)))
             self._handle(trans)
-            if det.state == "prealarm" and mono >= next_buzz:
-                next_buzz = mono + PREALARM_REPEAT_S
+            if det.state == "prealarm" and mono >= self._next_buzz:
+                self._next_buzz = mono + PREALARM_REPEAT_S
                 self.feedback("mandown_prealarm")
         self._set_mode_quietly("off")
 
@@ -295,7 +295,7 @@ class MandownWatch:
             self.observer("mandown", tr.as_dict())
             log.info("man-down: %s", tr.as_dict())
             if tr.state == "prealarm":
-                self.feedback("mandown_prealarm")
+                self._next_buzz = 0.0  # the loop plays it now, then every PREALARM_REPEAT_S
             elif tr.state == "cancelled" and tr.detail.get("reason") != "paused":
                 self.feedback("mandown_cancelled")
             elif tr.state == "man_down":

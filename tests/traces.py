@@ -363,3 +363,21 @@ def shift_samples(hours: float, seed: int = 1) -> list[TraceSample]:
         t = out[-1].t_s + DT
         i += 1
     return out
+
+
+def demo_fall(seed: int = 7) -> Trace:
+    """The demo's trace (labstack/demo/mandown_fall.csv, written by ``python -m tests.traces``):
+    3 s of walking, a forward fall, 20 s lying motionless."""
+    b = Body(seed)
+    b.walk(3).fall(FORWARD).impact()
+    return b.hold(20).trace("demo_fall")
+
+
+if __name__ == "__main__":
+    import sys
+    from pathlib import Path
+
+    from device.accel_trace import write_trace
+
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else "labstack/demo/mandown_fall.csv")
+    print(out, write_trace(out, demo_fall().samples))

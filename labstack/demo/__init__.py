@@ -42,7 +42,8 @@ def run_demo(*, scenario: str = "panic", as_json: bool = False, arc_addr: str | 
         with DemoStack(tl, workdir, arc_addr=arc_addr, timeout_s=timeout_s) as stack:
             ok = fn(stack)
             press = tl.first("alarm_recognised")
-            ack = tl.first("arc_ack")
+            ack = next((e for e in list(tl.steps) if e["step"] == "arc_ack" and press and e["t_ms"] >= press["t_ms"]),
+                       tl.first("arc_ack"))  # the ack of the alarm, not of an earlier shift start
             if ok and press and ack:
                 tl.add("done", scenario=scenario, alarm_to_arc_ack_ms=round(ack["t_ms"] - press["t_ms"], 1))
             elif ok:
