@@ -37,7 +37,8 @@ class SimAccelerometer:
         data_pin, wake_pin: BCM pins of the data (INT1) and wake (INT2) lines.
         speed: trace seconds per wall-clock second (1 = real time).
         loop: start the trace again at its end (benchmarks of long idle periods).
-        chunk_s: how often the simulated chip catches up with the clock, wall seconds.
+        chunk_s: how often the simulated chip catches up with the clock, wall seconds at
+            real time (divided by ``speed`` when faster).
 
     The clock starts at :meth:`start` (called by :meth:`configure` if not before).
     ``fail`` (set True) makes every call raise AccelError, like a chip that stopped answering.
@@ -105,7 +106,9 @@ class SimAccelerometer:
 
     # -- the chip --------------------------------------------------------------------------
     def _run(self) -> None:
-        while not self._stop.wait(self.chunk_s):
+        # Faster than real time, catch up more often: the FIFO holds only 0.64 s at 50 Hz.
+        chunk = self.chunk_s / max(1.0, self.speed)
+        while not self._stop.wait(chunk):
             now = self.clock()
             with self._lock:
                 while True:
