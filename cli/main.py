@@ -153,6 +153,7 @@ def device_run(path: str) -> None:
 
 
 __import__("cli.device").device.register(device)  # lonewatch device shift|checkin|status
+main.add_command(__import__("cli.mandown").mandown.mandown)  # lonewatch mandown replay|record (issue 10)
 
 
 @main.command("check-config")

@@ -43,6 +43,7 @@ from device.control import ControlServer, socket_path
 from .fallback import SmsFallback
 from .feedback import Feedback
 from .link import MqttLink
+from .mandown_watch import start_for as start_mandown
 from .queue import EventQueue
 from .shift import ShiftSchedule
 from .voice import VoiceService
@@ -82,6 +83,8 @@ class DeviceDaemon:
         modem: an opened-or-openable :class:`modem.at.Modem`, or None (no modem).
         observer: optional ``(step, fields)`` hook.
         battery: a :class:`device.battery.BatterySource`; None = from ``[battery] source``.
+        accel: the man-down accelerometer (:mod:`device.accel`), used when ``[mandown]
+            enabled``; None = no man-down (logged as an error if it is enabled).
         control: serve the local control socket (``lonewatch device shift …``).
 
     Raises:
@@ -89,7 +92,7 @@ class DeviceDaemon:
     """
 
     def __init__(self, cfg: DeviceConfig, *, pin_factory=None, modem=None, observer: Observer | None = None,
-                 battery: BatterySource | None = None, control: bool = True, beacons=None) -> None:
+                 battery: BatterySource | None = None, control: bool = True, beacons=None, accel=None) -> None:
         self.cfg = cfg
         self.device_id = cfg.device.id
         self.observer = observer or (lambda step, fields: None)
@@ -137,6 +140,8 @@ class DeviceDaemon:
         self.voice: VoiceService | None = None
         #: Beacons, shift-start self-test, unprotected warning (issue 12; ``beacons``: a scanner).
         self.place = PlaceParts(self, beacons)
+        self._accel = accel
+        self.mandown = None  # device.mandown_watch.MandownWatch while man-down runs
 
     # --- durable state -----------------------------------------------------------------
 
@@ -164,9 +169,11 @@ class DeviceDaemon:
             hold_s=t.hold_s, cancel_presses=t.cancel_presses, cancel_window_s=t.cancel_window_s,
             checkin_presses=t.checkin_presses, checkin_window_s=t.checkin_window_s, bounce_s=t.bounce_s,
             min_press_s=t.min_press_s, max_press_s=t.max_press_s,
+            pause_presses=self.cfg.mandown.pause_presses if self._accel is not None and self.cfg.mandown.enabled else 0,
+            pause_window_s=self.cfg.mandown.pause_window_s,
         )  # fmt: skip
         self.button = GestureButton(
-            g.button_pin, timing, self._on_gesture, on_press=lambda: self.observer("button_down", {"pin": g.button_pin}),
+            g.button_pin, timing, self._on_gesture, on_press=lambda: self._on_press(g.button_pin),
             alarm_open=lambda: self.open_alarm is not None, pin_factory=self._pin_factory,
             on_ignored=lambda reason: self.observer("button_ignored", {"reason": reason}),
         )  # fmt: skip
@@ -187,6 +194,7 @@ class DeviceDaemon:
         self.fallback = SmsFallback(self.cfg, self.queue, self.supervisor, position=lambda: self.modem_state.position,
                                     tz=self.tz, observer=self.observer, on_fallback=self._on_fallback)
         self._open_battery()
+        self.mandown = start_mandown(self, self._accel)  # None unless [mandown] enabled + a sensor
         self.checkin.restore(self.queue.get_state(CHECKIN_STATE))
         if self._control_wanted:
             self._start_control()
@@ -222,6 +230,10 @@ class DeviceDaemon:
             self.supervisor.close()
         elif self.modem is not None:
             self.modem.close()
+        if self.mandown is not None:
+            self.mandown.stop()
+        if self._accel is not None:
+            self._accel.close()
         if self.button:
             self.button.close()
         if self.feedback:
@@ -252,6 +264,11 @@ class DeviceDaemon:
             self.battery = BatteryMonitor(source, b.low_pct, b.restore_pct,
                                           low=self.queue.get_state("battery_low") is True)
 
+    def _on_press(self, pin: int) -> None:
+        self.observer("button_down", {"pin": pin})
+        if self.mandown is not None:
+            self.mandown.press()
+
     def _start_control(self) -> None:
         try:
             server = ControlServer(socket_path(self.state_dir), self.handle_control)
@@ -278,6 +295,8 @@ class DeviceDaemon:
                 problems.append(f"thread {th.name} died")
         if not self.link.loop_alive():
             problems.append("MQTT network thread not running")
+        if self.mandown is not None and not self.mandown.alive() and not self._stop.is_set():
+            problems.append("man-down watcher died")
         try:
             self.queue.depth()
         except LonewatchError as exc:
@@ -339,6 +358,8 @@ class DeviceDaemon:
                 self.cancel_alarm()
             elif gesture == "checkin":
                 self.toggle_checkin()
+            elif gesture == "mandown_pause" and self.mandown is not None:
+                self.mandown.toggle_pause()
         except Exception:
             # The worker pressed for help: never let an error vanish in the button thread.
             log.exception("could not raise the event for gesture %s", gesture)
@@ -460,6 +481,7 @@ class DeviceDaemon:
             "connected": self.link.connected.is_set(), "modem_ready": ms.modem_ready,
             "signal_dbm": ms.signal_dbm, "registration": ms.registration,
             "battery_pct": self.battery.percent if self.battery else None,
+            "mandown": self.mandown.state if self.mandown else None,
             "problems": self.health(), **self.place.status(),
         }  # fmt: skip
 

@@ -340,8 +340,13 @@ class DemoStack:
         from device.daemon import DeviceDaemon
         from modem.at import Modem
 
+        accel = None
+        if self.device_config.mandown.enabled:  # the simulated accelerometer on the same MockFactory (issue 10)
+            from device.mandown_watch import open_accelerometer
+
+            accel = open_accelerometer(self.device_config.mandown, pin_factory=self.factory)
         device = DeviceDaemon(self.device_config, pin_factory=self.factory, modem=Modem(self.sim.port, flavour="sim7600"),
-                              observer=self._observe_device, beacons=beacons)  # fmt: skip
+                              observer=self._observe_device, beacons=beacons, accel=accel)  # fmt: skip
         device.start()
         self._stack.callback(device.stop)
         return device
@@ -494,7 +499,8 @@ class DemoStack:
     def _observe_device(self, step: str, fields: dict[str, Any]) -> None:
         if step in ("button_down", "alarm_recognised", "cancel_recognised", "queued", "feedback",
                     "sms_fallback", "sms_sent", "sms_failed", "checkin_started", "checkin_expiring",
-                    "readiness", "beacon_place", "unprotected_warning", "unprotected_over"):  # last four: issue 12
+                    "readiness", "beacon_place", "unprotected_warning", "unprotected_over",  # last four: issue 12
+                    "mandown", "mandown_pause", "mandown_sensor_error"):
             self.tl.add(step, **fields)
 
     def _on_stored(self, event, is_new: bool) -> None:
