@@ -14,6 +14,11 @@ pattern                vibration                       LED
 ``ready``              1 very long (1.5 s)             on 3 s — shift-start self-test passed
 ``not_ready``          6 × 0.4 s, even rhythm          fast blink 8 s — NOT ready (issue 12)
 ``unprotected``        3 very long (1.0 s), slow       3 long blinks — no MQTT and no SMS
+``mandown_prealarm``   3 × 0.4 s, repeated every 2 s   fast blink — man-down pre-alarm: press
+                       for the whole pre-alarm         the button or stand up to cancel
+``mandown_cancelled``  2 long (0.6 s)                  1 long blink — pre-alarm cancelled
+``mandown_paused``     4 short                         4 blinks — man-down paused
+``mandown_resumed``    2 medium (0.25 s)               2 blinks — man-down on again
 =====================  ==============================  =====================================
 
 ``ready``, ``not_ready`` and ``unprotected`` also sound the buzzer when ``silent = false``
@@ -42,6 +47,12 @@ PATTERNS: Final[dict[str, tuple[tuple[float, float, int], tuple[float, float, in
     "ready": ((1.5, 0.1, 1), (3.0, 0.1, 1)),
     "not_ready": ((0.4, 0.4, 6), (0.1, 0.1, 40)),
     "unprotected": ((1.0, 0.6, 3), (1.0, 0.6, 3)),
+    # Man-down (issue 10): unlike anything above, so a worker lying down feels it is not a
+    # confirmation but a question: "are you all right?"
+    "mandown_prealarm": ((0.4, 0.25, 3), (0.1, 0.1, 10)),
+    "mandown_cancelled": ((0.6, 0.3, 2), (1.0, 0.1, 1)),
+    "mandown_paused": ((0.1, 0.15, 4), (0.1, 0.15, 4)),
+    "mandown_resumed": ((0.25, 0.2, 2), (0.15, 0.15, 2)),
 }
 #: Patterns the buzzer sounds too (never when ``silent``).
 AUDIBLE: Final = frozenset({"alarm_taken", "no_connection", "ready", "not_ready", "unprotected"})
