@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 # The suite mostly waits (servers, real finger timings): more workers than cores pays off.
-TEST_WORKERS ?= 6
+TEST_WORKERS ?= 8
 
 .PHONY: setup servers demo test bench clean catalogs
 
@@ -43,7 +43,7 @@ demo: setup
 
 test: setup
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist worksteal
 
 bench: setup
 	$(BIN)/python -m bench
