@@ -343,6 +343,7 @@ def _build(source: ConfigSource) -> RelayConfig:
                              describe="1-6 hexadecimal digits").upper(),
             protocol=r.string("protocol", "tcp", choices=("tcp", "udp")),
             poll_interval_s=r.number("poll_interval_s", 0.0, min=0, max=86400),
+            format_fallback=r.boolean("format_fallback", False),
         )
         if len(checker.problems) > problems_before:
             continue  # already reported field by field

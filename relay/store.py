@@ -68,7 +68,7 @@ INDEX: Final = PREFIX + "deadlines"
 #: How long an event id is remembered for deduplication, in seconds (30 days).
 EVENT_TTL_S: Final = 30 * 24 * 3600
 #: ``arc`` states of an event record after which no dispatcher sends it again.
-ARC_TERMINAL: Final = ("acked", "rejected", "not_sent", "no_arc", "suppressed")
+ARC_TERMINAL: Final = ("acked", "rejected", "not_sent", "no_arc", "suppressed", "code_refused", "closed_undelivered")
 #: How long a sweeper owns a claimed index member, seconds (a sweeper that dies mid-way
 #: delays that device's deadline by at most this).
 SWEEP_LEASE_S: Final = 5.0
