@@ -20,6 +20,7 @@ from protocol.errors import ValidationError
 from protocol.configfile import ConfigChecker, ConfigSource, load_toml
 
 from .arc import ArcReceiver
+from .config_faults import FaultsSection, faults_section
 
 __all__ = [
     "ARC_FORMATS",
@@ -94,6 +95,10 @@ class RedisConfig:
 
     url: str = field(default="redis://localhost:6379/0", repr=False)
     cluster: bool = False
+    #: Sentinel mode (issue 14): ``"host:port"`` of each Sentinel and the monitored master's
+    #: name; the master's address then comes from the Sentinels (``url`` gives db/password).
+    sentinels: tuple[str, ...] = ()
+    master_name: str = ""
 
     @property
     def redacted_url(self) -> str:
@@ -214,6 +219,7 @@ class RelayConfig:
     modem: ModemSection = field(default_factory=ModemSection)
     supervision: SupervisionSection = field(default_factory=SupervisionSection)
     metrics: MetricsSection = field(default_factory=MetricsSection)
+    faults: FaultsSection = field(default_factory=FaultsSection)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>") -> RelayConfig:
@@ -311,7 +317,14 @@ def _build(source: ConfigSource) -> RelayConfig:
     t = root.table("redis")
     redis = RedisConfig(url=t.string("url", RedisConfig.url, secret=True,
                                      check=_check_redis_url),
-                        cluster=t.boolean("cluster", False))
+                        cluster=t.boolean("cluster", False),
+                        sentinels=tuple(t.string_list("sentinels", [], pattern=r"[^\s:]+:[0-9]{1,5}",
+                                                      describe="\"host:port\" of a Sentinel")),
+                        master_name=t.string("master_name", ""))
+    if redis.sentinels and not redis.master_name:
+        t.problem("master_name", "required with sentinels (the name the Sentinels monitor)")
+    if redis.sentinels and redis.cluster:
+        t.problem("sentinels", "Sentinel and Redis Cluster exclude each other")
 
     t = root.table("arc")
     receivers: list[ArcReceiver] = []
@@ -377,10 +390,11 @@ def _build(source: ConfigSource) -> RelayConfig:
 
     notify, modem = _notify_sections(root)
     supervision, metrics = _operations_sections(root)
+    faults = faults_section(root)
     checker.finish()
     return RelayConfig(relay=relay, mqtt=mqtt, redis=redis, arc=arc,
                        registry=RegistrySection(file=registry_path), notify=notify, modem=modem,
-                       supervision=supervision, metrics=metrics)
+                       supervision=supervision, metrics=metrics, faults=faults)
 
 
 def _check_listen(value: str) -> str | None:
