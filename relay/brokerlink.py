@@ -123,7 +123,9 @@ class BrokerLink:
         interval (looked at again then); up → link-up time + one alive interval."""
         with self._lock:
             since = self._up_since
-        return now + self.alive_interval_s if since is None else since + self.alive_interval_s
+        # The store's policy is the truth (it may change at run time); the argument is the fallback.
+        interval = float(getattr(getattr(self.store, "supervision", None), "alive_interval_s", self.alive_interval_s))
+        return now + interval if since is None else since + interval
 
     # --- lifecycle --------------------------------------------------------------------
     def start(self) -> None:

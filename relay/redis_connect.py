@@ -9,15 +9,18 @@ lost: every write path of the relay is idempotent (dedupe by event id, leases, C
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 from urllib.parse import urlsplit
 
 import redis
 import redis.sentinel
 
-from .store import Store
+from .store import Store, StoreError
 
-__all__ = ["connect_store", "sentinel_client"]
+__all__ = ["connect_store", "sentinel_client", "wait_replicated"]
+
+log = logging.getLogger(__name__)
 
 
 def sentinel_client(sentinels: tuple[str, ...] | list[str], master_name: str, url: str = "redis://localhost/0",
@@ -47,5 +50,43 @@ def connect_store(cfg: Any, **kw: Any) -> Store:
     """A :class:`relay.store.Store` for a :class:`relay.config.RedisConfig` (``kw`` go to
     the Store: ``event_log_maxlen``, ``deadletter_maxlen``)."""
     if cfg.sentinels:
-        return Store(sentinel_client(cfg.sentinels, cfg.master_name, cfg.url), **kw)
-    return Store.from_url(cfg.url, cluster=cfg.cluster, **kw)
+        store = Store(sentinel_client(cfg.sentinels, cfg.master_name, cfg.url), **kw)
+    else:
+        store = Store.from_url(cfg.url, cluster=cfg.cluster, **kw)
+    if cfg.sentinels or cfg.cluster:
+        store.replicas_to_wait = 1  # a stored alarm is on two nodes before anyone is told
+    return store
+
+
+def wait_replicated(store: Store, key: str) -> None:
+    """``WAIT`` until ``store.replicas_to_wait`` replicas hold every write made so far on the
+    node of ``key`` (issue 14: a failover must lose no alarm and send none twice).
+
+    ``WAIT`` counts the writes of *its own connection*, so a marker write in ``key``'s slot
+    (``lw:{<tag>}:repl``) goes first on the same connection: its replication offset covers
+    every earlier write of the node. A node with no replica attached (the one left after a
+    failover) is accepted with a warning — refusing would stop every ack of that shard.
+
+    Raises:
+        StoreError: replicas are attached but fewer confirmed within
+            ``store.replica_wait_ms`` (the caller retries; nothing was acked yet).
+    """
+    import redis.cluster
+
+    want, ms = store.replicas_to_wait, store.replica_wait_ms
+    tag = key[key.index("{"):key.index("}") + 1] if "{" in key and "}" in key else ""
+    marker = f"lw:{tag}:repl"
+    r = store.r
+    if isinstance(r, redis.cluster.RedisCluster):
+        r = r.get_node_from_key(marker).redis_connection
+    pipe = r.pipeline(transaction=False)
+    pipe.set(marker, "1", px=60_000)
+    pipe.execute_command("WAIT", want, ms)
+    pipe.info("replication")
+    _, n, info = store._call(pipe.execute)
+    if int(n) >= want:
+        return
+    if int(info.get("connected_slaves", 0)) < want:
+        log.warning("Redis node of %s has no replica attached: writes are on one node only", key)
+        return
+    raise StoreError(f"only {n} of {want} Redis replica(s) confirmed the write within {ms} ms")
