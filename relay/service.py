@@ -24,6 +24,7 @@ from protocol.topics import RELAY_FILTERS, shared, topic
 
 from .arc import ArcClient
 from .dispatch import Dispatcher
+from .inbox import Inbox
 from .pipeline import Pipeline
 from .store import Store, StoreError
 
@@ -74,7 +75,8 @@ class RelayService:
         self.shared_group = shared_group
         self._host, self._port, self._keepalive = mqtt_host, mqtt_port, keepalive_s
         self._session_expiry_s = session_expiry_s
-        self._inbox: queue.Queue[tuple[str, bytes, int, int] | None] = queue.Queue()
+        # Events before alives (relay.inbox): an alarm never waits behind an alive backlog.
+        self._inbox: Inbox[tuple[str, bytes, int, int] | None] = Inbox()
         self._stop = threading.Event()
         self.connected = threading.Event()
         self.client = mqtt.Client(
@@ -129,7 +131,7 @@ class RelayService:
                 part.stop()
             except Exception:
                 log.exception("could not stop %r", part)
-        self._inbox.put(None)
+        self._inbox.put(None, urgent=True)
         self.client.disconnect()
         self.client.loop_stop()
         self.dispatcher.stop()
@@ -168,7 +170,7 @@ class RelayService:
             log.warning("relay lost the broker (%s); reconnecting", reason_code)
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
-        self._inbox.put((msg.topic, bytes(msg.payload), msg.mid, msg.qos))
+        self._inbox.put((msg.topic, bytes(msg.payload), msg.mid, msg.qos), urgent=not msg.topic.endswith("/alive"))
 
     # --- pipeline thread ----------------------------------------------------------------
 
