@@ -230,7 +230,11 @@ class BrokerLink:
         alarm = ArcAlarm(self.account, ContactId(qualifier, FAULT_CODE, self.partition, 0), fmt=self.fmt,
                          text="lonewatch: no relay has a broker path" if qualifier == 1 else None)  # fmt: skip
         try:
-            result = self.arc.send(alarm)
+            # One DC-09 sequence per transition, kept in Redis: a retry (any relay) repeats it.
+            field = f"arc_seq_{state}_{rec.get('count', '0')}"
+            r.hsetnx(FAULT_KEY, field, self.store.next_sequence(self.account))
+            seq = int(r.hget(FAULT_KEY, field))
+            result = self.arc.send(alarm, sequence=seq)
             r.hset(FAULT_KEY, mapping={"arc_state": state, "arc_receiver": result.receiver, "arc_at": f"{self.clock():.3f}"})
             log.warning("ARC ACK for installation fault 350/%d from %s", qualifier, result.receiver)
         except ArcError as exc:

@@ -174,3 +174,16 @@ def test_informational_event_every_receiver_refuses_by_code_is_final_not_a_fault
     d.run_job(job_id, event_id)
     assert store.event(event_id)[1]["arc"] == "code_refused"  # type: ignore[index]
     assert ArcFaults(store.r).count() == 0
+
+
+def test_demo_arc_refusal_scenario(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from labstack.demo.scenarios import load_all
+    from labstack.demo.stack import DemoStack
+    from labstack.timeline import Timeline
+
+    fn, _ = load_all()["arc-refusal"]
+    tl = Timeline(live=False)
+    with DemoStack(tl, tmp_path) as stack:
+        ok = fn(stack)
+    assert ok, [e for e in tl.steps if e["step"] in ("error", "ladder", "learned", "arc_ack")]
+    assert [e["xdata_blocks_per_frame"] for e in tl.steps if e["step"] == "ladder"] == [[3, 1, 0]]

@@ -186,3 +186,15 @@ def test_hold_and_exactly_once_with_two_sweepers(redis_server) -> None:  # type:
     for t in threads:
         t.join(60)
     assert sorted(raised) == sorted(devs)  # every device exactly once across both sweepers
+
+
+def test_demo_broker_outage_scenario(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from labstack.demo.scenarios import load_all
+    from labstack.demo.stack import DemoStack
+    from labstack.timeline import Timeline
+
+    fn, _ = load_all()["broker-outage"]
+    tl = Timeline(live=False)
+    with DemoStack(tl, tmp_path) as stack:
+        ok = fn(stack)
+    assert ok, [e for e in tl.steps if e["step"] in ("error", "arc_350", "relay_raised")]
