@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 from protocol.errors import LonewatchError, ValidationError
 from protocol.sia import (
@@ -53,6 +53,7 @@ from protocol.sia import (
 )
 
 from .arc_policy import SILENT_PER_STEP, plan_steps
+from .arc_sequences import MemorySequences, SequenceSource
 from .receiver_caps import ReceiverCaps, caps_key
 
 __all__ = [
@@ -211,33 +212,6 @@ def plan_xdata(alarm: ArcAlarm, limit: int | None = None) -> tuple[str, ...]:
         return ("I" + format_position_text(pos[0], pos[1], pos[2], text),)
     room = limit - len(xy)
     return (*xy, *(h + i)[:room])
-
-
-# --------------------------------------------------------------------------- sequences
-class SequenceSource(Protocol):
-    """Source of DC-09 sequence numbers per account (the relay shares one through Redis)."""
-
-    def next_sequence(self, account: str) -> int:
-        """The next sequence for ``account``: 1..9999, wrapping 9999 → 1."""
-        ...
-
-
-class MemorySequences:
-    """In-process :class:`SequenceSource` (tests, single-process relays). Thread-safe."""
-
-    def __init__(self, start: int = 1) -> None:
-        if not 1 <= start <= 9999:
-            raise ValidationError("start", "must be 1..9999")
-        self._start = start
-        self._next: dict[str, int] = {}
-        self._lock = threading.Lock()
-
-    def next_sequence(self, account: str) -> int:
-        """The next sequence for ``account``: 1..9999, wrapping 9999 → 1."""
-        with self._lock:
-            value = self._next.get(account, self._start)
-            self._next[account] = value % 9999 + 1
-            return value
 
 
 # --------------------------------------------------------------------------- results

@@ -198,3 +198,19 @@ def test_demo_broker_outage_scenario(tmp_path) -> None:  # type: ignore[no-untyp
     with DemoStack(tl, tmp_path) as stack:
         ok = fn(stack)
     assert ok, [e for e in tl.steps if e["step"] in ("error", "arc_350", "relay_raised")]
+
+
+def test_lonewatch_status_shows_the_faults(redis_server) -> None:  # type: ignore[no-untyped-def]
+    from click.testing import CliRunner
+
+    from cli.main import main
+    from relay.arc_policy import ArcFaults
+    from relay.brokerlink import FAULT_KEY
+
+    store = register(redis_server.url, (DEV, 17))
+    assert "FAULT" not in CliRunner().invoke(main, ["status", "--redis-url", redis_server.url]).output
+    ArcFaults(store.r).open(f"{DEV}:9", "panic", "rejected")
+    store.r.hset(FAULT_KEY, mapping={"state": "raised", "raised_at": f"{time.time() - 30:.3f}"})
+    out = CliRunner().invoke(main, ["status", "--redis-url", redis_server.url]).output
+    assert f"FAULT: panic {DEV}:9 not taken by any ARC receiver" in out
+    assert "FAULT: no relay has a broker subscription" in out
