@@ -15,7 +15,9 @@ The deadlines and the state live in Redis (:mod:`relay.store`, :mod:`relay.redis
 the pipeline updates them atomically with each message; this module only sweeps the index
 of due deadlines. Any number of relays may sweep at once: a due member is claimed with a
 compare-and-set, and the device's sweep script raises an alarm only if the device's state
-says it is really due and not raised yet — each expiry is raised exactly once. Raised events
+says it is really due and not raised yet — each expiry is raised exactly once. Due members are
+handled in batches (:mod:`relay.sweep_batch`, issue 14: 100 000 devices), and lost contacts are
+held while the relay has no working broker link (:mod:`relay.brokerlink`). Raised events
 are stored like device events and reach the ARC through the same durable dispatch stream.
 """
 
@@ -46,8 +48,9 @@ class Supervisor:
         sweep_interval_s: how often the index is looked at; the lag of an alarm behind its
             deadline is at most about this plus the Redis round trips (SPEC §6: ≤ 2 s).
         batch: members handled per look (more are taken at the next look, at once).
-        workers: members handled in parallel (Redis round trips and, with ``appendfsync
-            always``, fsyncs overlap: a mass loss of contact is raised in bulk, not in line).
+        workers: kept for callers of the per-member sweep; a sweep is now one batch
+            (:mod:`relay.sweep_batch`: claim, sweep per slot, settle — three round trips, so
+            with ``appendfsync always`` a mass loss of contact is raised in bulk, not in line).
         on_raised: optional ``(Event) -> None`` for each alarm/restore this sweeper raised.
         clock: Unix seconds now (injectable: tests move time forward instead of sleeping).
         hold: optional ``(now) -> Unix s`` before which no lost contact is raised (due ones
