@@ -41,7 +41,8 @@ def main(verbose: int) -> None:
 @click.option("--timeout", "timeout_s", type=click.FloatRange(1, 600), default=30.0, show_default=True,
               help="Seconds to wait for the outcome (e.g. the ARC's ACK) before failing.")
 @click.option("--keep", is_flag=True, help="Keep the demo's work directory (configs, logs) for inspection.")
-def demo(as_json: bool, arc_addr: str | None, scenario: str, list_: bool, timeout_s: float, keep: bool) -> None:
+@click.option("--console", "console_", is_flag=True, help="Also open the web console beside the demo (prints its URL and a login; Ctrl-C ends).")
+def demo(as_json: bool, arc_addr: str | None, scenario: str, list_: bool, timeout_s: float, keep: bool, console_: bool) -> None:
     """Hold the button of a simulated device and follow the alarm to a real ARC receiver.
 
     Starts a throwaway Mosquitto and Redis on free ports, one relay, one simulated device
@@ -66,7 +67,8 @@ def demo(as_json: bool, arc_addr: str | None, scenario: str, list_: bool, timeou
     if arc_addr is not None and not _valid_hostport(arc_addr):
         raise click.BadParameter("expected HOST:PORT, e.g. 127.0.0.1:12128", param_hint="--arc")
     try:
-        code = run_demo(scenario=scenario, as_json=as_json, arc_addr=arc_addr, keep=keep, timeout_s=timeout_s)
+        code = run_demo(scenario=scenario, as_json=as_json, arc_addr=arc_addr, keep=keep, timeout_s=timeout_s,
+                        **({"console": True} if console_ else {}))
     except MissingServerError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_MISSING)
@@ -82,6 +84,11 @@ from cli.registry import alarm as _alarm_group, registry as _registry_group  # n
 
 main.add_command(_registry_group)  # lonewatch registry import/export/list/add/remove
 main.add_command(_alarm_group)  # lonewatch alarm list/ack/history
+main.add_command(__import__("cli.card").card.card)  # lonewatch card --worker NAME -o card.pdf
+main.add_command(__import__("cli.worker").worker.worker)  # lonewatch worker export|erase NAME
+main.add_command(__import__("cli.worker").worker.retention)  # lonewatch retention purge
+main.add_command(__import__("cli.console").console.console)  # lonewatch console run|user (issue 13)
+main.add_command(__import__("cli.survey").survey.survey)  # lonewatch survey run/report (issue 12)
 
 from cli.install import INSTALL_COMMANDS  # noqa: E402  (pki provision flash doctor test-alarm status lab completion)
 

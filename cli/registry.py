@@ -192,6 +192,8 @@ def _upsert(data: dict[str, Any], kind: str, key: str, item: dict[str, Any]) -> 
         if old.get(key) == item[key]:
             if "contacts" in old and "contacts" not in item:
                 item["contacts"] = old["contacts"]  # updating a site/worker keeps its contacts
+            if "voice_numbers" in old and "voice_numbers" not in item:
+                item["voice_numbers"] = old["voice_numbers"]  # and its voice lines (issue 11)
             items[i] = item
             return "updated"
     items.append(item)
@@ -231,10 +233,12 @@ def add_worker(name: str, number: int, language: str, config_path: str, redis_ur
 @click.option("--timezone", default="", help="IANA time zone for times in messages, e.g. Europe/Copenhagen.")
 @click.option("--lat", type=float, help="Latitude (map link when a device has no fix).")
 @click.option("--lon", type=float, help="Longitude.")
+@click.option("--voice-number", "voice_numbers", multiple=True,
+              help="A voice line called after the account's for listen-in (repeat; replaces the list).")
 @_redis_options
 def add_site(name: str, address: str, escape_routes: str, alarm_system: str, policy: str, escalate_after_s: int,
              account: str, timezone: str, lat: float | None, lon: float | None, config_path: str,
-             redis_url: str | None) -> None:
+             redis_url: str | None, voice_numbers: tuple[str, ...] = ()) -> None:
     """Add or update a site (its contacts are kept).
 
     \b
@@ -243,6 +247,8 @@ def add_site(name: str, address: str, escape_routes: str, alarm_system: str, pol
     """
     item = _clean(name=name, address=address, escape_routes=escape_routes, alarm_system=alarm_system, policy=policy,
                   escalate_after_s=escalate_after_s, account=account, timezone=timezone, lat=lat, lon=lon)
+    if voice_numbers:
+        item["voice_numbers"] = list(voice_numbers)
     _change(config_path, redis_url, lambda d: _upsert(d, "sites", "name", item), f"site {name!r} saved")
 
 
@@ -288,8 +294,11 @@ def add_contact(name: str, role: str, site: str | None, worker: str | None, phon
 @click.argument("account")
 @click.option("--name", default="", help="Customer name as the ARC knows it.")
 @click.option("--notes", default="")
+@click.option("--voice-number", "voice_numbers", multiple=True,
+              help="The ARC's voice line for listen-in calls, in order (repeat; replaces the list).")
 @_redis_options
-def add_account(account: str, name: str, notes: str, config_path: str, redis_url: str | None) -> None:
+def add_account(account: str, name: str, notes: str, config_path: str, redis_url: str | None,
+                voice_numbers: tuple[str, ...] = ()) -> None:
     """Add or update an ARC (SIA DC-09) account.
 
     \b
@@ -297,6 +306,8 @@ def add_account(account: str, name: str, notes: str, config_path: str, redis_url
       lonewatch registry add account 1234AB --name "Rengøring Nord ApS"
     """
     item = _clean(account=account.upper(), name=name, notes=notes)
+    if voice_numbers:
+        item["voice_numbers"] = list(voice_numbers)
     _change(config_path, redis_url, lambda d: _upsert(d, "accounts", "account", item), f"account {account.upper()} saved")
 
 
@@ -463,3 +474,8 @@ def alarm_history(alarm_id: str, as_json: bool, config_path: str, redis_url: str
         who = f" [{e['contact']}]" if e.get("contact") else ""
         via = f" ({e['channel']})" if e.get("channel") else ""
         click.echo(f"{_when(e.get('at', ''))}  {e.get('what', ''):<16}{who}{via} {e.get('detail', '')}")
+
+
+from cli.places import places as _places  # noqa: E402  (issue 12: lonewatch registry places …)
+
+registry.add_command(_places)

@@ -19,7 +19,9 @@ from typing import Any
 
 from protocol.configfile import ConfigChecker, ConfigSource, TableReader, load_toml
 
+from .place_config import BeaconConfig, ReadinessConfig, build_beacons, build_readiness
 from .shift import ScheduleError, parse_window
+from .voiceconfig import VoiceConfig, read_voice
 
 __all__ = [
     "BAUDRATES",
@@ -221,6 +223,9 @@ class DeviceConfig:
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     shift: ShiftConfig = field(default_factory=ShiftConfig)
     battery: BatteryConfig = field(default_factory=BatteryConfig)
+    voice: VoiceConfig = field(default_factory=VoiceConfig)  # [voice], device/voiceconfig.py
+    beacons: BeaconConfig = field(default_factory=BeaconConfig)  # issue 12 (device.place_config)
+    readiness: ReadinessConfig = field(default_factory=ReadinessConfig)
 
     @property
     def firmware(self) -> str:
@@ -392,9 +397,14 @@ def _build(source: ConfigSource) -> DeviceConfig:
         t.problem("restore_pct", f"must be above battery.low_pct ({battery.low_pct}): "
                   "the gap is the hysteresis that stops low/restore flapping")
 
+    voice = read_voice(root.table("voice"), test_mode=test_mode)
+    beacons = build_beacons(root.table("beacons"), test_mode)
+    readiness = build_readiness(root.table("readiness"), test_mode)
+
     checker.finish()
     return DeviceConfig(device=device, mqtt=mqtt, timing=timing, gpio=gpio, modem=modem,
-                        sms=sms, worker=worker, shift=shift, battery=battery)
+                        sms=sms, worker=worker, shift=shift, battery=battery, voice=voice, beacons=beacons,
+                        readiness=readiness)
 
 
 def _check_timezone(name: str) -> str | None:

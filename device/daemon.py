@@ -37,6 +37,7 @@ from .battery import BatteryMonitor, BatterySource, open_battery
 from .button import GestureButton, GestureTiming
 from .checkin import STATE_KEY as CHECKIN_STATE
 from .checkin import Checkin, CheckinTimer
+from .daemon_place import PlaceParts
 from device.config import DeviceConfig
 from device.control import ControlServer, socket_path
 from .fallback import SmsFallback
@@ -44,6 +45,7 @@ from .feedback import Feedback
 from .link import MqttLink
 from .queue import EventQueue
 from .shift import ShiftSchedule
+from .voice import VoiceService
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +89,7 @@ class DeviceDaemon:
     """
 
     def __init__(self, cfg: DeviceConfig, *, pin_factory=None, modem=None, observer: Observer | None = None,
-                 battery: BatterySource | None = None, control: bool = True) -> None:
+                 battery: BatterySource | None = None, control: bool = True, beacons=None) -> None:
         self.cfg = cfg
         self.device_id = cfg.device.id
         self.observer = observer or (lambda step, fields: None)
@@ -131,6 +133,10 @@ class DeviceDaemon:
         )
         self.button: GestureButton | None = None
         self.feedback: Feedback | None = None
+        #: Listen-in and call-back (issue 11); None when ``[voice]`` is off or there is no modem.
+        self.voice: VoiceService | None = None
+        #: Beacons, shift-start self-test, unprotected warning (issue 12; ``beacons``: a scanner).
+        self.place = PlaceParts(self, beacons)
 
     # --- durable state -----------------------------------------------------------------
 
@@ -186,11 +192,15 @@ class DeviceDaemon:
             self._start_control()
         if self.supervisor is not None:
             self._spawn(self._modem_loop, "modem")
+        self.voice = VoiceService.for_daemon(self)
+        if self.voice is not None:
+            self._spawn(lambda: self.voice.run(self._stop, lambda: self._beat("voice")), "voice")
         self.link.start()
         self._spawn(self._sender_loop, "sender")
         self._spawn(self._alive_loop, "alive")
         self._spawn(lambda: self.fallback.run(self._stop, lambda: self._beat("sms")), "sms")
         self._spawn(self._house_loop, "house")
+        self.place.start(self._spawn)
         log.info("device %s started, firmware %s, %d event(s) queued", self.device_id, FIRMWARE_VERSION, self.queue.depth())
 
     def stop(self) -> None:
@@ -204,6 +214,7 @@ class DeviceDaemon:
             pass
         if self.control is not None:
             self.control.stop()
+        self.place.stop()
         for th in self._threads:
             th.join(5)
         self.link.stop()
@@ -286,19 +297,25 @@ class DeviceDaemon:
         """
         with self._lock:
             seq = self.queue.next_sequence()
+            # Where the worker is goes out only with an alarm or on shift (issue 13).
+            position = self.modem_state.position if kind in ALARM_KINDS or self.on_shift else None
             event = Event(
                 device=self.device_id, seq=seq, kind=kind, ts=time.time(),
-                position=self.modem_state.position, data=data or {},
+                position=position, data=data or {},
+                beacon=self.place.beacon() if kind in ALARM_KINDS or self.on_shift else None,  # as the position
             )  # fmt: skip
-            try:
-                payload = encode(event)
-            except ValidationError as exc:
-                if event.position is None or not exc.field.startswith("position"):
-                    raise
-                # A bad fix must never cost the alarm: send it without the position.
-                log.error("position %r unusable (%s); raising %s without it", event.position, exc, kind)
-                event = dataclasses.replace(event, position=None)
-                payload = encode(event)
+            for _ in range(3):
+                try:
+                    payload = encode(event)
+                    break
+                except ValidationError as exc:
+                    # A bad fix or beacon sighting must never cost the alarm: send without it.
+                    part = next((p for p in ("position", "beacon") if exc.field.startswith(p)
+                                 and getattr(event, p) is not None), None)
+                    if part is None:
+                        raise
+                    log.error("%s %r unusable (%s); raising %s without it", part, getattr(event, part), exc, kind)
+                    event = dataclasses.replace(event, **{part: None})
             extra = state(event) if callable(state) else dict(state or {})
             if kind in ALARM_KINDS:
                 extra["open_alarm"] = event.id
@@ -307,6 +324,9 @@ class DeviceDaemon:
         self._wake.set()
         if self.fallback is not None:
             self.fallback.wake()
+        if self.voice is not None and kind in ALARM_KINDS:  # stored first, then listen-in (issue 11)
+            self.voice.alarm_stored(event)
+        self.place.after_event(event)
         return event
 
     def _on_gesture(self, gesture: str) -> None:
@@ -440,12 +460,13 @@ class DeviceDaemon:
             "connected": self.link.connected.is_set(), "modem_ready": ms.modem_ready,
             "signal_dbm": ms.signal_dbm, "registration": ms.registration,
             "battery_pct": self.battery.percent if self.battery else None,
-            "problems": self.health(),
+            "problems": self.health(), **self.place.status(),
         }  # fmt: skip
 
     # --- acks from the relay -----------------------------------------------------------
 
     def _on_ack(self, ack: Ack) -> None:
+        self.place.on_ack(ack)
         if ack.stage == "received":
             self.observer("ack_arrived", {"id": ack.id})
             known = self.queue.get(ack.id)
@@ -520,9 +541,10 @@ class DeviceDaemon:
         ms = self.modem_state
         return Alive(
             device=self.device_id, ts=time.time(), battery_pct=self.battery.percent if self.battery else None,
-            signal_dbm=ms.signal_dbm, registration=ms.registration, position=ms.position,
+            signal_dbm=ms.signal_dbm, registration=ms.registration,
+            position=ms.position if self.on_shift else None,  # issue 13: no position off shift
             uptime_s=round(time.monotonic() - self._started, 1), firmware=FIRMWARE_VERSION,
-            queue_depth=self.queue.depth(),
+            queue_depth=self.queue.depth(), beacon=self.place.beacon() if self.on_shift else None,
         )  # fmt: skip
 
     def _modem_loop(self) -> None:
@@ -546,6 +568,7 @@ class DeviceDaemon:
                 if self.battery is not None and now >= next_battery:
                     next_battery = now + self.cfg.battery.poll_s
                     self._battery_tick()
+                self.place.tick()
             except Exception:
                 log.exception("housekeeping failed; retrying")
                 self._stop.wait(1.0)

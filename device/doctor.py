@@ -49,6 +49,7 @@ from protocol.messages import Ack, Event, decode_for_topic, encode
 from protocol.topics import topic
 
 from device.config import DeviceConfig
+from device.doctor_voice import check_voice
 
 __all__ = [
     "CLOCK_LIMIT_S",
@@ -65,8 +66,16 @@ Status = Literal["pass", "warn", "fail", "skip"]
 CLOCK_LIMIT_S = 20.0
 #: Signal thresholds in dBm: below FAIL is too weak for reliable alarms, below WARN marginal.
 SIGNAL_FAIL_DBM, SIGNAL_WARN_DBM = -105, -95
+#: How to free the modem's UART from the Pi's serial console (SPEC §7).
+SERIAL_CONSOLE_FIX = ("disable the serial console on this UART: `sudo raspi-config` → Interface Options → Serial Port → "
+                      "login shell over serial: No, serial port hardware: Yes (or `sudo raspi-config nonint "
+                      "do_serial_cons 1`); or remove `console=serial0,115200` from /boot/firmware/cmdline.txt "
+                      "(/boot/cmdline.txt on older releases) and `sudo systemctl disable --now serial-getty@ttyS0`; "
+                      "then reboot")
+
 CHECK_NAMES = ("config", "button", "modem.port", "modem.sim", "modem.registration", "modem.signal",
                "modem.gnss", "broker", "relay", "clock")
+CHECK_NAMES += ("modem.voice", "modem.voice_call")  # issue 11: device/doctor_voice.py
 #: Groups accepted by ``--skip``.
 SKIP_GROUPS = ("button", "modem", "broker", "relay", "clock")
 
@@ -417,7 +426,7 @@ class Doctor:
             button.close()
 
     def _modem(self) -> None:
-        from modem.at import CmeError, Modem, ModemError, ModemGone, ModemTimeout, SimLocked
+        from modem.at import CmeError, Modem, ModemError, ModemGone, ModemTimeout, SerialConsoleError, SimLocked
 
         mc = self.cfg.modem
         modem = Modem(mc.port, mc.baudrate, flavour=mc.flavour)
@@ -429,6 +438,10 @@ class Doctor:
                 self._add(Check("modem.port", "fail", f"cannot open {mc.port}: {exc}",
                                 "is the modem powered and plugged in? `ls -l /dev/lonewatch-modem` — install "
                                 "hardware/99-lonewatch-modem.rules, or set [modem] port"))
+                return
+            except SerialConsoleError as exc:
+                self._add(Check("modem.port", "fail", f"a Linux login console answers on {mc.port}, not the modem "
+                                f"(saw {exc.evidence!r})", SERIAL_CONSOLE_FIX))
                 return
             except ModemTimeout:
                 self._add(Check("modem.port", "fail", f"no answer to AT on {mc.port}",
@@ -450,6 +463,7 @@ class Doctor:
             self._add(Check("modem.port", "pass", f"modem answers on {mc.port} ({modem.flavour})"))
             self._add(Check("modem.sim", "pass", f"SIM {state.lower()}"))
             self._modem_network(modem)
+            check_voice(self.cfg, modem, self._add)
         except ModemError as exc:
             self._add(Check("modem.port", "fail", f"modem error: {exc}", "power-cycle the modem and run doctor again"))
         finally:

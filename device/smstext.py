@@ -1,5 +1,6 @@
 """Texts of the SMS fallback in the recipient's language (SPEC §2: "with kind, worker name, site
-and position, in each recipient's language"; languages: da, en, pl, ro, uk, ar).
+and position, in each recipient's language"; languages: da, en, pl, ro, uk, ar). The wording
+lives in the gettext catalogs of domain ``device`` (:mod:`i18n`, issue 13).
 
 Shape (English)::
 
@@ -26,66 +27,55 @@ from __future__ import annotations
 from datetime import datetime, timezone, tzinfo
 from typing import Final
 
+from i18n import LANGUAGES, N_, translation
 from protocol.messages import Position
 
 __all__ = ["KIND_NAMES", "LANGUAGES", "map_link", "render_alarm", "render_cancel"]
 
-LANGUAGES: Final = ("da", "en", "pl", "ro", "uk", "ar")
-
-#: kind → name per language.
-KIND_NAMES: Final[dict[str, dict[str, str]]] = {
-    "panic": {"da": "Panikalarm", "en": "Panic alarm", "pl": "Alarm napadowy (panika)",
-              "ro": "Alarmă de panică", "uk": "Тривожна кнопка", "ar": "إنذار ذعر"},
-    "silent_panic": {"da": "Stille alarm", "en": "Silent panic alarm", "pl": "Cichy alarm",
-                     "ro": "Alarmă silențioasă", "uk": "Тиха тривога", "ar": "إنذار صامت"},
-    "man_down": {"da": "Mand nede (fald)", "en": "Man down (fall)",
-                 "pl": "Upadek pracownika", "ro": "Lucrător căzut",
-                 "uk": "Падіння працівника", "ar": "سقوط العامل"},
-    "missed_checkin": {"da": "Manglende tjek-ind", "en": "Missed check-in",
-                       "pl": "Brak potwierdzenia obecności", "ro": "Confirmare de prezență ratată",
-                       "uk": "Пропущена відмітка", "ar": "لم يسجّل العامل حضوره في الموعد"},
+#: kind → name (message ids of the catalogs' ``device`` domain).
+_KIND_IDS: Final[dict[str, str]] = {
+    "panic": N_("Panic alarm"),
+    "silent_panic": N_("Silent panic alarm"),
+    "man_down": N_("Man down (fall)"),
+    "missed_checkin": N_("Missed check-in"),
 }
 
-_WORDS: Final[dict[str, dict[str, str]]] = {
-    "alarm": {"da": "ALARM", "en": "ALARM", "pl": "ALARM", "ro": "ALARMĂ", "uk": "ТРИВОГА",
-              "ar": "إنذار"},
-    "cancelled": {"da": "AFMELDT", "en": "CANCELLED", "pl": "ODWOŁANE", "ro": "ANULAT",
-                  "uk": "СКАСОВАНО", "ar": "أُلغي"},
-    "local": {"da": "lokal tid", "en": "local", "pl": "czasu lokalnego", "ro": "ora locală",
-              "uk": "за місцевим часом", "ar": "بالتوقيت المحلي"},
-    "no_position": {"da": "Position ukendt", "en": "Position unknown", "pl": "Pozycja nieznana",
-                    "ro": "Poziție necunoscută", "uk": "Місцезнаходження невідоме",
-                    "ar": "الموقع غير معروف"},
-    "fix_age": {"da": "position {n} min gammel", "en": "fix {n} min old",
-                "pl": "pozycja sprzed {n} min", "ro": "poziție de acum {n} min",
-                "uk": "позиція {n} хв тому", "ar": "الموقع قبل {n} دقيقة"},
-    "footer": {"da": "Sendt som SMS: alarmserveren svarede ikke. Ref {ref}",
-               "en": "Sent by SMS: the alarm server did not answer. Ref {ref}",
-               "pl": "Wysłano SMS-em: serwer alarmowy nie odpowiedział. Nr {ref}",
-               "ro": "Trimis prin SMS: serverul de alarmă nu a răspuns. Ref {ref}",
-               "uk": "Надіслано SMS: сервер тривог не відповів. Номер {ref}",
-               "ar": "أُرسلت برسالة قصيرة: خادم الإنذار لم يستجب. المرجع {ref}"},
-    "cancel_body": {"da": "{kind} var falsk alarm, afmeldt af medarbejderen",
-                    "en": "{kind} was a false alarm, cancelled by the worker",
-                    "pl": "{kind} to fałszywy alarm, odwołany przez pracownika",
-                    "ro": "{kind} a fost o alarmă falsă, anulată de lucrător",
-                    "uk": "{kind} — хибна тривога, скасовано працівником",
-                    "ar": "{kind} كان إنذارًا كاذبًا، ألغاه العامل"},
+_WORD_IDS: Final[dict[str, str]] = {
+    # TRANSLATORS: first word of the alarm SMS, upper case.
+    "alarm": N_("ALARM"),
+    # TRANSLATORS: first word of the SMS saying the worker cancelled the alarm, upper case.
+    "cancelled": N_("CANCELLED"),
+    # TRANSLATORS: after the local time, e.g. "(14:45:02 local)".
+    "local": N_("local"),
+    "no_position": N_("Position unknown"),
+    # TRANSLATORS: age of the GNSS fix in minutes; SMS text: keep it short.
+    "fix_age": N_("fix {n} min old"),
+    # TRANSLATORS: last line of the fallback SMS; {ref} is the event id.
+    "footer": N_("Sent by SMS: the alarm server did not answer. Ref {ref}"),
+    # TRANSLATORS: last line of the cancel SMS; {ref} is the cancelled alarm's event id.
+    "ref": N_("Ref {ref}"),
+    # TRANSLATORS: {kind} is the alarm kind, e.g. "Panic alarm".
+    "cancel_body": N_("{kind} was a false alarm, cancelled by the worker"),
+}
+
+
+#: kind → language → name (``KIND_NAMES["panic"]["da"]``), read from the catalogs.
+KIND_NAMES: Final[dict[str, dict[str, str]]] = {
+    kind: {lang: translation("device", lang).gettext(mid) for lang in LANGUAGES} for kind, mid in _KIND_IDS.items()
 }
 
 
 def _word(key: str, language: str) -> str:
-    table = _WORDS[key]
-    return table.get(language, table["en"])
+    return translation("device", language).gettext(_WORD_IDS[key])
 
 
 def kind_name(kind: str, language: str) -> str:
     """The alarm kind in ``language`` (English for an unknown language, the raw kind for an
     unknown kind: an alarm text is never refused for a missing translation)."""
-    names = KIND_NAMES.get(kind)
-    if names is None:
+    mid = _KIND_IDS.get(kind)
+    if mid is None:
         return kind
-    return names.get(language, names["en"])
+    return translation("device", language).gettext(mid)
 
 
 def map_link(position: Position) -> str:
@@ -140,6 +130,6 @@ def render_cancel(alarm_kind: str, language: str, *, worker: str, site: str, dev
         + _word("cancel_body", language).format(kind=kind_name(alarm_kind, language)),
         _who(worker, site, device_id),
         _when(occurred_at, tz, language),
-        f"Ref {event_id}",
+        _word("ref", language).format(ref=event_id),
     ]
     return "\n".join(lines)

@@ -293,6 +293,9 @@ def _device_config(req: ProvisionRequest, existing: dict[str, Any] | None, mqtt:
     sms["language"] = req.language
     if req.fallback_numbers:
         sms["fallback_numbers"] = list(req.fallback_numbers)
+    from installer.provision_voice import voice_settings  # issue 11: [voice] numbers from the registry
+
+    data.setdefault("voice", {}).update(voice_settings(req))
     data = {k: {kk: _plain(vv) for kk, vv in v.items()} for k, v in data.items()}
     try:
         return DeviceConfig.from_dict(data, source=str(path))

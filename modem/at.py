@@ -4,38 +4,30 @@ Source: SPEC §2 "Modem driver"; framing, result codes, ``+CME ERROR``, ``+CREG`
 ``+CEREG`` and ``+CSQ`` per 3GPP TS 27.007; ``+CMS ERROR`` per 3GPP TS 27.005; GNSS commands per
 the SIM7600 AT manual (``AT+CGPSINFO``) and the Quectel EC25 GNSS manual (``AT+QGPSLOC=2``).
 
-Threading model: one reader thread owns the read side of the port and turns bytes into lines.
-Every line is classified against the command that is pending *right now* (:func:`classify_line`):
-echo of that command (dropped), its final result code, one of its information lines, or an
-unsolicited result code (URC) which goes to ``urc_handler`` and is never taken as an answer.
-:meth:`Modem.command` writes a command, then waits on an event for the final result code.
-Parsing of replies happens in the caller's thread, so a garbled reply raises
-:class:`ModemReplyError` there and never hurts the reader thread.
+The driver is built in layers, one module each:
 
-The ``urc_handler`` runs in the reader thread: keep it short (hand the line to a queue or an
-event loop) and never call :meth:`Modem.command` from it (that raises ``RuntimeError``). An
-exception it raises is logged and counted in :attr:`Modem.urc_handler_errors`, never fatal.
-Two-line URCs (``+CMT``/``+CDS``/``+CBM`` with the SMS on the next line) reach it as one string
-joined by ``\n``.
+* :mod:`modem.framing` — bytes → lines (V.250 framing);
+* :mod:`modem.link` — :class:`~modem.link.AtLink`, the AT channel: port, reader thread, line
+  classification, :meth:`~modem.link.AtLink.command`, URC routing (``urc_handler``, listeners);
+* :mod:`modem.replies` / :mod:`modem.errors` — pure reply parsing and typed errors;
+* :mod:`modem.routing` — the reader thread's side of the channel (line routing);
+* :mod:`modem.symptoms` — recognising noise, a restart, a login console (pure);
+* :mod:`modem.sms_send` — SMS submit (PDU and text mode);
+* :mod:`modem.gnss_cmds` — flavour detection, GNSS on, fixes;
+* this module — :class:`Modem`: set-up, SIM, signal, registration, and re-initialising a
+  modem that restarted.
 
-Parsing lives in :mod:`modem.replies`, errors in :mod:`modem.errors`; both are
-re-exported here so ``from modem.at import Modem, ModemError, ModemGone, …`` keeps working.
+Everything is re-exported here so ``from modem.at import Modem, ModemError, ModemGone, …``
+keeps working.
 """
 
 from __future__ import annotations
 
 import logging
-import random
-import re
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Literal
+from typing import Any, TypeVar
 
 import serial
-
-from modem import sms
 
 from .errors import (
     CME_MEANINGS,
@@ -46,19 +38,16 @@ from .errors import (
     ModemGone,
     ModemReplyError,
     ModemTimeout,
+    SerialConsoleError,
     SimLocked,
     parse_error_line,
 )
-from .port import PortLocator
+from .link import COMMAND_TIMEOUTS_S, AtLink
 from .replies import (
-    _MAX_LINE,
     _PIN_RE,
-    _PROMPT,
-    _FINAL_OK,
     _REG_STATES,
     _TECH_PREFIX,
     _UNREG_RANK,
-    TWO_LINE_URCS,
     UERE_M,
     GnssFix,
     Registration,
@@ -72,11 +61,15 @@ from .replies import (
     parse_qgpsloc,
     redact,
 )
+from .gnss_cmds import FLAVOURS, Flavour, GnssCommands
+from .sms_send import SmsSending
+from .symptoms import sim_pin_required
 
 __all__ = [
     "CME_MEANINGS",
     "CMS_MEANINGS",
     "COMMAND_TIMEOUTS_S",
+    "AtLink",
     "CmeError",
     "CmsError",
     "GnssFix",
@@ -86,6 +79,7 @@ __all__ = [
     "ModemReplyError",
     "ModemTimeout",
     "Registration",
+    "SerialConsoleError",
     "Signal",
     "SimLocked",
     "UERE_M",
@@ -99,33 +93,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Longest wait for the final result code per command name, seconds (the "maximum response
-#: time" of the SIM7600 and Quectel EC25 AT manuals, rounded up; SPEC §2 "timeouts"). Commands
-#: not listed use ``Modem.default_timeout_s``. ``+CMGS`` is the SMS send: the network decides
-#: how long it takes (the manuals say up to 120 s; the driver waits ``sms_timeout_s``, 60 s by
-#: default, per step).
-COMMAND_TIMEOUTS_S: dict[str, float] = {
-    "+CPIN": 5.0, "+CLCK": 5.0, "+CPWD": 5.0, "+CFUN": 15.0, "+COPS": 180.0,
-    "+CGATT": 140.0, "+CGACT": 150.0, "+CMGS": 60.0, "+CMSS": 60.0, "+CMGD": 30.0,
-    "+CGPS": 10.0, "+QGPS": 10.0, "+QGPSEND": 10.0,
-}
-
-Flavour = Literal["sim7600", "quectel"]
-FLAVOURS = ("auto", "sim7600", "quectel")
-
-@dataclass(eq=False)
-class _Pending:
-    cmd: str
-    display: str
-    expect_prompt: bool = False
-    echo: frozenset[str] = frozenset()
-    lines: list[str] = field(default_factory=list)
-    final: str | None = None
-    gone: str | None = None
-    done: threading.Event = field(default_factory=threading.Event)
+_T = TypeVar("_T")
 
 
-class Modem:
+class Modem(SmsSending, GnssCommands, AtLink):
     """An AT modem on a serial port (SPEC §2).
 
     Args:
@@ -143,7 +114,9 @@ class Modem:
 
     ``port`` may be a path (a stable udev name is best) or ``usb:VID:PID[:IF]``; every
     :meth:`open` looks the node up again, so a port that came back under another name after
-    a USB reset is found (:attr:`device_path` says which node is open).
+    a USB reset is found (:attr:`device_path` says which node is open). The channel
+    primitives (:meth:`command`, ``urc_handler``, :meth:`add_urc_listener`) are documented on
+    :class:`modem.link.AtLink`.
     """
 
     def __init__(
@@ -163,259 +136,118 @@ class Modem:
         if flavour not in FLAVOURS:
             raise ValueError(
                 f"unknown modem flavour {flavour!r}; choose one of {', '.join(FLAVOURS)}")
-        self.port = port
-        self.locator = PortLocator(port, comports)
-        #: The device node currently open (differs from ``port`` for ``usb:`` specs).
-        self.device_path: str | None = None
-        self.sms_timeout_s = sms_timeout_s
-        self.baudrate = baudrate
-        self.urc_handler = urc_handler
-        self.default_timeout_s = default_timeout_s
+        super().__init__(port, baudrate, urc_handler=urc_handler,
+                         default_timeout_s=default_timeout_s, serial_factory=serial_factory,
+                         sms_timeout_s=sms_timeout_s, comports=comports)
         self.sim_busy_retries = sim_busy_retries
         self.sim_busy_backoff_s = sim_busy_backoff_s
-        self._serial_factory = serial_factory
         self._flavour_setting = flavour
         self._flavour: Flavour | None = (
             None if flavour == "auto" else flavour)  # type: ignore[assignment]
-        self._serial: Any = None
-        self._reader: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._state_lock = threading.Lock()
-        self._cmd_lock = threading.RLock()  # held across both halves of AT+CMGS
-        self._pending: _Pending | None = None
-        self._urc_head: str | None = None  # reader thread only
-        self._gone: str | None = None
         #: 2 verbose ``+CME ERROR: <text>``, 1 numeric, 0 plain ``ERROR`` (set by :meth:`init`).
         self.error_mode = 0
-        #: Exceptions raised by ``urc_handler`` (logged, never fatal).
-        self.urc_handler_errors = 0
-        self._sms_pdu_mode = False
-        self._sms_reference = random.randrange(256)
+        self._init_sms_state()
+        self._pin: str | None = None  # for re-initialising after a restart; never logged
+        self._initialised = False
+        self._in_init = False
+        self._pin_entered = False
+        self._gnss_wanted = False
+        self._reset_reason: str | None = None
+        self._recovery_depth = 0
+        #: How often the driver found the modem restarted and initialised it again.
+        self.reinits = 0
+        #: What showed the last restart (a URC such as ``RDY`` or an error text), or None.
+        self.last_reset: str | None = None
+        #: How often GNSS was found off and switched on again by :meth:`gnss`.
+        self.gnss_restarts = 0
+        self._reinit_listeners: list[Callable[[Modem], None]] = []
 
-    # -- lifecycle ---------------------------------------------------------------------------
-
-    def open(self) -> None:
-        """Open the port and start the reader thread. Raises ModemGone if the port is absent."""
-        if self._serial is not None:
-            return
-        path = self.locator.locate()
-        try:
-            ser = self._serial_factory(path, self.baudrate, timeout=0.05,
-                                       write_timeout=self.default_timeout_s)
-        except (serial.SerialException, OSError) as exc:
-            raise ModemGone(f"cannot open {self.port} ({path}): {exc}") from exc
-        if path != self.device_path:
-            self.locator.learn(path)
-        self.device_path = path
-        self._serial = ser
-        self._sms_pdu_mode = False
-        self._urc_head = None
-        self._stop.clear()
-        self._gone = None
-        self._reader = threading.Thread(target=self._read_loop, name=f"modem-reader {self.port}",
-                                        daemon=True)
-        self._reader.start()
-
-    def close(self) -> None:
-        """Stop the reader thread and close the port; a waiting command raises ModemGone."""
-        self._stop.set()
-        if self._reader is not None and self._reader is not threading.current_thread():
-            self._reader.join()
-        self._reader = None
-        self._fail_pending("modem closed")
-        if self._serial is not None:
-            try:
-                self._serial.close()
-            except (serial.SerialException, OSError):
-                pass
-            self._serial = None
-
-    def reopen(self) -> None:
-        """Close and open again (after USB re-enumeration). Raises ModemGone if still absent."""
-        self.close()
-        self.open()
+    def add_reinit_listener(self, listener: Callable[[Modem], None]) -> None:
+        """Call ``listener(modem)`` after every re-initialisation the driver does itself
+        (:meth:`recover_if_restarted`), in the thread that triggered it with the command lock
+        held: restore the owner's own modem settings there (``AT+CNMI`` …) with
+        :meth:`command`. An exception it raises is logged, never fatal."""
+        self._reinit_listeners.append(listener)
 
     @property
-    def gone(self) -> bool:
-        """True once the port vanished (serial error or EOF) until :meth:`reopen`."""
-        return self._gone is not None
+    def initialised(self) -> bool:
+        """True after a successful :meth:`init` until a re-initialisation fails."""
+        return self._initialised
+
+    # -- restarts of the modem (port stays) ----------------------------------------------------
+
+    def _on_reset_sign(self, line: str, strength: str) -> None:
+        """Reader thread: ``line`` says the modem restarted (power-on sequence of the SIM7600 /
+        EC25 manuals). Weak signs (``SMS DONE`` …) are ignored after our own PIN entry, which
+        produces them too. The next command re-initialises first."""
+        if strength == "weak" and self._pin_entered:
+            return
+        if self._initialised and self._reset_reason is None:
+            log.warning("modem sent %r: it restarted; initialising it again before the next "
+                        "command", line)
+        self._reset_reason = self._reset_reason or line
+
+    def command(self, cmd: str, timeout_s: float | None = None) -> list[str]:
+        """As :meth:`modem.link.AtLink.command`, and: a modem that restarted since :meth:`init`
+        (boot URCs, or this command failing with "SIM PIN required" — ``+CME ERROR: 11`` /
+        ``+CMS ERROR: 311``) is initialised again (echo off, verbose errors, PIN, GNSS on)
+        before the command, which is then sent (again) once. Raises what ``command`` and
+        :meth:`init` raise."""
+        return self._with_recovery(lambda: AtLink.command(self, cmd, timeout_s))
+
+    def _with_recovery(self, attempt: Callable[[], _T]) -> _T:
+        """Run ``attempt`` after any pending re-initialisation; after "SIM PIN required" once
+        more after one. Only the outermost call retries (an SMS part is retried whole, not
+        each of its commands)."""
+        self.recover_if_restarted()
+        with self._cmd_lock:
+            self._recovery_depth += 1
+            try:
+                try:
+                    return attempt()
+                except (CmeError, CmsError) as exc:
+                    if (not sim_pin_required(exc) or self._in_init or not self._initialised
+                            or self._recovery_depth > 1):
+                        raise
+                    log.warning("modem says %s: it restarted; initialising it again", exc)
+                    self._reset_reason = self._reset_reason or str(exc)
+                self.recover_if_restarted()
+                return attempt()
+            finally:
+                self._recovery_depth -= 1
+
+    def recover_if_restarted(self) -> bool:
+        """If a restart was seen since the last :meth:`init`, run it again with the same PIN
+        and switch GNSS on again if :meth:`start_gnss` had. Returns whether it did.
+
+        Raises what :meth:`init` raises (SimLocked, CmeError, ModemTimeout …); GNSS errors
+        other than timeouts and a vanished port are logged, not raised.
+        """
+        with self._cmd_lock:
+            reason = self._reset_reason
+            if reason is None or self._in_init or not self._initialised:
+                return False
+            self.reinits += 1
+            self.last_reset = self._scrub(reason)
+            self.init(self._pin)
+            if self._gnss_wanted:
+                try:
+                    self.start_gnss()
+                except (ModemTimeout, ModemGone):
+                    raise
+                except ModemError as exc:
+                    log.warning("could not switch GNSS on again after the restart: %s", exc)
+            for listener in self._reinit_listeners:
+                try:
+                    listener(self)
+                except Exception:  # an owner's hook never breaks the command that follows
+                    log.exception("modem re-initialisation listener failed")
+            log.info("modem initialised again after a restart (%s)", self.last_reset)
+            return True
 
     def __enter__(self) -> Modem:
         self.open()
         return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
-    # -- reader thread -----------------------------------------------------------------------
-
-    def _read_loop(self) -> None:
-        ser = self._serial
-        buf = bytearray()
-        while not self._stop.is_set():
-            try:
-                chunk = ser.read(max(1, ser.in_waiting))
-            except (serial.SerialException, OSError, TypeError, AttributeError) as exc:
-                if not self._stop.is_set():
-                    log.warning("modem port %s vanished: %s", self.port, exc)
-                    self._gone = f"port {self.port} vanished: {exc}"
-                    self._fail_pending(self._gone)
-                return
-            if not chunk:
-                continue
-            buf += chunk
-            while True:
-                cut = min((i for i in (buf.find(b"\r"), buf.find(b"\n")) if i >= 0), default=-1)
-                if cut < 0 and len(buf) > _MAX_LINE:
-                    cut = len(buf)
-                if cut < 0:
-                    break
-                raw = bytes(buf[:cut])
-                del buf[:cut + 1]
-                line = raw.decode("utf-8", errors="replace").strip()
-                if line:
-                    self._on_line(line)
-            if buf.strip() == b">":
-                with self._state_lock:
-                    p = self._pending
-                    if p is not None and p.expect_prompt:
-                        buf.clear()
-                        self._finish(p, _PROMPT)
-
-    def _on_line(self, line: str) -> None:
-        if self._urc_head is not None:  # second line of +CMT/+CDS/+CBM
-            head, self._urc_head = self._urc_head, None
-            self._deliver_urc(f"{head}\n{line}")
-            return
-        with self._state_lock:
-            p = self._pending
-            if p is not None and (line == p.cmd or line in p.echo):
-                log.debug("modem echo %s", p.display)
-                return
-            if line == _PROMPT:
-                if p is not None and p.expect_prompt:
-                    self._finish(p, _PROMPT)
-                else:
-                    log.info("modem: dropped a late '> ' prompt")
-                return
-            kind = classify_line(line, p.cmd if p is not None else None)
-            if kind == "final" and p is not None:
-                log.debug("modem < %s", line)
-                self._finish(p, line)
-                return
-            if kind == "info" and p is not None:
-                log.debug("modem < %s", line)
-                p.lines.append(line)
-                return
-        if kind == "stray":
-            log.info("modem: dropped stray result %r (no command pending)", line)
-            return
-        if _prefix(line) in TWO_LINE_URCS:
-            self._urc_head = line
-            return
-        self._deliver_urc(line)
-
-    def _deliver_urc(self, line: str) -> None:
-        log.debug("modem URC %s", line.partition("\n")[0])
-        if self.urc_handler is not None:
-            try:
-                self.urc_handler(line)
-            except Exception:  # a failing callback is counted, never fatal
-                self.urc_handler_errors += 1
-                log.exception("modem URC handler failed on %r", line)
-
-    def _finish(self, p: _Pending, final: str) -> None:
-        """Complete ``p`` (state lock held)."""
-        p.final = final
-        if self._pending is p:
-            self._pending = None
-        p.done.set()
-
-    def _fail_pending(self, reason: str) -> None:
-        with self._state_lock:
-            p = self._pending
-            self._pending = None
-        if p is not None:
-            p.gone = reason
-            p.done.set()
-
-    # -- commands ----------------------------------------------------------------------------
-
-    def command(self, cmd: str, timeout_s: float | None = None) -> list[str]:
-        """Send one AT command and return its information lines (URCs and echo removed).
-
-        Args:
-            cmd: the command without line ending, e.g. ``"AT+CSQ"``.
-            timeout_s: seconds to wait for the final result code (default ``default_timeout_s``).
-        Raises:
-            CmeError / CmsError: ``+CME ERROR: n`` / ``+CMS ERROR: n`` (numeric or verbose).
-            ModemError: plain ``ERROR`` (or ``NO CARRIER`` … for dial commands).
-            ModemTimeout: no final result code in time.
-            ModemGone: the port vanished or the modem is closed.
-        """
-        return self._transact(cmd, timeout_s)
-
-    def timeout_for(self, cmd: str) -> float:
-        """Seconds to wait for ``cmd``'s final result code: :data:`COMMAND_TIMEOUTS_S` for its
-        name (``+CMGS`` uses ``sms_timeout_s``), else ``default_timeout_s``."""
-        name, _ = command_shape(cmd)
-        if name in ("+CMGS", "+CMSS"):
-            return self.sms_timeout_s
-        return max(COMMAND_TIMEOUTS_S.get(name, 0.0), self.default_timeout_s)
-
-    def _transact(self, cmd: str, timeout_s: float | None, *, expect_prompt: bool = False,
-                  payload: bytes | None = None, echo: frozenset[str] = frozenset()) -> list[str]:
-        if threading.current_thread() is self._reader:
-            raise RuntimeError("Modem.command() called from the URC handler (reader thread)")
-        if payload is None and ("\r" in cmd or "\n" in cmd or not cmd[:2].upper() == "AT"):
-            raise ValueError(f"not a single AT command: {redact(cmd)!r}")
-        timeout = self.timeout_for(cmd) if timeout_s is None else timeout_s
-        display = redact(cmd)
-        with self._cmd_lock:
-            self._check_usable()
-            with self._state_lock:
-                zombie = self._pending
-            if zombie is not None:
-                # The previous command timed out but the modem may still answer it: let it
-                # finish (or give up on it) before speaking, so its late OK is not ours.
-                zombie.done.wait(timeout)
-                with self._state_lock:
-                    if self._pending is zombie:
-                        self._pending = None
-                self._check_usable()
-            p = _Pending(cmd=cmd, display=display, expect_prompt=expect_prompt, echo=echo)
-            with self._state_lock:
-                self._pending = p
-            data = payload if payload is not None else (cmd + "\r").encode("ascii")
-            log.debug("modem > %s", display)
-            try:
-                self._serial.write(data)
-            except (serial.SerialException, OSError) as exc:
-                self._gone = f"port {self.port} vanished: {exc}"
-                self._fail_pending(self._gone)
-                raise ModemGone(f"{display}: {self._gone}") from exc
-            if not p.done.wait(timeout):
-                raise ModemTimeout(f"{display}: no final result code within {timeout:g} s")
-        if p.gone is not None:
-            raise ModemGone(f"{display}: {p.gone}")
-        final = p.final or ""
-        if final in (_FINAL_OK, _PROMPT):
-            return p.lines
-        err = parse_error_line(final, display)
-        if err is not None:
-            raise err
-        raise ModemError(f"{display}: {final}")
-
-    def _check_usable(self) -> None:
-        if self._gone is not None:
-            raise ModemGone(self._gone)
-        if self._serial is None:
-            raise ModemGone(f"modem on {self.port} is not open")
-
-    def _sleep(self, seconds: float) -> None:
-        if self._stop.wait(seconds):
-            raise ModemGone(f"modem on {self.port} closed")
 
     # -- set-up and SIM ----------------------------------------------------------------------
 
@@ -426,13 +258,29 @@ class Modem:
         ``AT+CMEE=2`` (falling back to ``=1``, then plain ``ERROR`` if unsupported),
         ``AT+CPIN?`` with SIM-busy back-off, ``AT+CPIN="…"`` if a PIN is needed and given.
         Registration URC settings are left as they are: they are routed to the URC handler and
-        :meth:`registration` reads either form. Returns ``"READY"``.
+        :meth:`registration` reads either form. Returns ``"READY"``. The PIN is kept (in
+        memory, never logged: every logged line is scrubbed of it) so that a modem that
+        restarts later is initialised again by the next command (:meth:`command`).
 
         Raises:
             SimLocked: the SIM needs a PIN that was not given, or a PUK.
             CmeError: e.g. 10 SIM not inserted, 16 incorrect password.
+            SerialConsoleError: a Linux login console answers on the port, not a modem.
             ModemTimeout / ModemGone.
         """
+        with self._cmd_lock:
+            self._in_init, self._initialised, self._pin_entered = True, False, False
+            try:
+                state = self._init(pin)
+            finally:
+                self._in_init = False
+            self._pin, self._initialised = pin, True
+            return state
+
+    def _init(self, pin: str | None) -> str:
+        self._sms_pdu_mode = False
+        if pin:
+            self._secrets = (pin,)
         for attempt in range(3):
             try:
                 self.command("AT", timeout_s=min(self.default_timeout_s, 2.0))
@@ -440,6 +288,8 @@ class Modem:
             except ModemTimeout:
                 if attempt == 2:
                     raise
+        # Boot URCs that came before this OK belong to the start-up being handled now.
+        self._reset_reason = None
         self.command("ATE0")
         self.error_mode = 0
         for mode in (2, 1):
@@ -478,6 +328,8 @@ class Modem:
         is not 4–8 digits."""
         if not isinstance(pin, str) or not _PIN_RE.fullmatch(pin):
             raise ValueError("SIM PIN must be 4-8 digits")
+        self._secrets = (pin,)
+        self._pin_entered = True  # "+CPIN: READY", "SMS DONE", "PB DONE" follow: not a restart
         self._retry_sim_busy(f'AT+CPIN="{pin}"')
 
     def _retry_sim_busy(self, cmd: str) -> list[str]:
@@ -553,186 +405,3 @@ class Modem:
         if not found:
             raise last_error or ModemError("no registration query answered")
         return min(found, key=lambda r: _UNREG_RANK.index(r.state))
-
-    # -- GNSS ----------------------------------------------------------------------------------
-
-    @property
-    def flavour(self) -> Flavour:
-        """``"sim7600"`` or ``"quectel"``; with ``flavour="auto"`` asked once via ATI/AT+CGMM."""
-        if self._flavour is None:
-            self._flavour = self._detect_flavour()
-        return self._flavour
-
-    def _detect_flavour(self) -> Flavour:
-        seen: list[str] = []
-        for cmd in ("ATI", "AT+CGMM"):
-            try:
-                text = " ".join(self.command(cmd)).lower()
-            except (ModemTimeout, ModemGone):
-                raise
-            except ModemError:
-                continue
-            seen.append(text)
-            if "simcom" in text or "sim7" in text:
-                return "sim7600"
-            if "quectel" in text or re.search(r"\b(ec2|eg2|eg9|bg9|em0|ep0)", text):
-                return "quectel"
-        raise ModemError(f"cannot tell the modem's flavour from ATI/AT+CGMM: {seen!r}; "
-                         "set flavour='sim7600' or 'quectel'")
-
-    def start_gnss(self) -> None:
-        """Switch the GNSS engine on (``AT+CGPS=1`` / ``AT+QGPS=1``); already on is fine."""
-        try:
-            if self.flavour == "sim7600":
-                self.command("AT+CGPS=1")
-            else:
-                self.command("AT+QGPS=1")
-        except CmeError as exc:
-            if exc.code != 504:  # Quectel: session is ongoing
-                raise
-        except (ModemTimeout, ModemGone):
-            raise
-        except ModemError:
-            if self.flavour != "sim7600":
-                raise
-            # SIM7600 answers plain ERROR when GNSS is already on: check.
-            line = _one("AT+CGPS?", self.command("AT+CGPS?"), "+CGPS")
-            if not _fields("AT+CGPS?", line, 1)[0].strip() == "1":
-                raise
-
-    def gnss(self) -> GnssFix | None:
-        """Current GNSS fix, or None when there is none yet.
-
-        SIM7600: ``AT+CGPSINFO`` (``,,,,,,,,`` = no fix; no HDOP, so ``accuracy_m`` is None).
-        Quectel: ``AT+QGPSLOC=2`` (``+CME ERROR: 516`` = no fix; accuracy = HDOP × 5 m).
-        Raises ModemReplyError on a garbled reply; CmeError e.g. 505 when GNSS is off.
-        """
-        if self.flavour == "sim7600":
-            cmd = "AT+CGPSINFO"
-            return parse_cgpsinfo(cmd, _one(cmd, self.command(cmd), "+CGPSINFO"))
-        cmd = "AT+QGPSLOC=2"
-        try:
-            lines = self.command(cmd)
-        except CmeError as exc:
-            if exc.code == 516:  # "Not fixed now"
-                return None
-            raise
-        return parse_qgpsloc(cmd, _one(cmd, lines, "+QGPSLOC"))
-
-    # -- SMS -----------------------------------------------------------------------------------
-
-    def send_sms(self, number: str, text: str, timeout_s: float | None = None) -> list[int]:
-        """Send ``text`` to ``number`` (``"+45…"``) in PDU mode, GSM 7-bit or UCS2 chosen by
-        :mod:`modem.sms`, split into concatenated parts when long.
-
-        Per part: ``AT+CMGS=<length>`` → ``> `` prompt → PDU hex + Ctrl-Z → ``+CMGS: <mr>``
-        ``OK``, each step within ``timeout_s`` seconds (default ``sms_timeout_s``, 60 s: the
-        network can take tens of seconds). Returns the message references, one per part. The
-        text is never logged. For a per-part record (resume after a failure) use
-        :func:`modem.sms.encode_submit` and :meth:`send_pdu` per part instead.
-
-        Raises:
-            sms.SmsError: bad number / empty text (nothing sent).
-            CmsError: e.g. 330 SMSC address unknown, 331 no network service.
-            ModemTimeout (text entry is cancelled with ESC), ModemGone, ModemReplyError.
-        """
-        pdus = sms.encode_submit(number, text, reference=self.next_sms_reference())
-        return [self.send_pdu(pdu, timeout_s) for pdu in pdus]
-
-    def send_sms_text(self, number: str, text: str, timeout_s: float | None = None) -> list[int]:
-        """Send ``text`` to ``number`` in **text mode** (27.005 §3.5.1, ``AT+CMGF=1``), for
-        modems or gateways where PDU mode is unavailable. ASCII goes with character set
-        ``IRA`` (DCS 0); anything else — Danish æøå included, to avoid the modem's own GSM
-        mapping — as ``UCS2`` hex (``AT+CSCS="UCS2"``, ``AT+CSMP=17,167,0,8``; the number is
-        UCS2 hex too). Text mode cannot carry a concatenation header, so a long text goes as
-        separate messages of at most 160 (IRA) / 70 (UCS2) characters; prefer
-        :meth:`send_sms` (PDU mode) where it works. Returns one message reference per message.
-
-        Raises:
-            sms.SmsError: bad number / empty text (nothing sent).
-            CmsError, ModemTimeout (text entry cancelled with ESC), ModemGone, ModemReplyError.
-        """
-        if not text:
-            raise sms.SmsError("empty SMS text")
-        if not re.fullmatch(r"\+?[0-9]{3,20}", number):
-            raise sms.SmsError(f"not a phone number: {number!r}")
-        ira = all(32 <= ord(ch) < 127 or ch in "\r\n" for ch in text)
-        limit = 160 if ira else 70
-        chunks, cur, units = [], "", 0
-        for ch in text:
-            cost = 1 if ira else len(ch.encode("utf-16-be")) // 2
-            if units + cost > limit:
-                chunks.append(cur)
-                cur, units = "", 0
-            cur, units = cur + ch, units + cost
-        chunks.append(cur)
-
-        def hex16(s: str) -> str:
-            return s.encode("utf-16-be").hex().upper()
-
-        timeout = self.sms_timeout_s if timeout_s is None else timeout_s
-        refs: list[int] = []
-        with self._cmd_lock:
-            self.command("AT+CMGF=1")
-            self._sms_pdu_mode = False
-            self.command('AT+CSCS="IRA"' if ira else 'AT+CSCS="UCS2"')
-            self.command("AT+CSMP=17,167,0,0" if ira else "AT+CSMP=17,167,0,8")
-            cmd = f'AT+CMGS="{number if ira else hex16(number)}"'
-            for chunk in chunks:
-                body = chunk if ira else hex16(chunk)
-                try:
-                    self._transact(cmd, timeout, expect_prompt=True)
-                except ModemTimeout:
-                    self._cancel_text_entry()
-                    raise
-                lines = self._transact(cmd, timeout, payload=body.encode() + b"\x1a", echo=frozenset({body}))
-                line = _one(cmd, lines, "+CMGS")
-                try:
-                    refs.append(int(_fields(cmd, line, 1)[0]))
-                except ValueError:
-                    raise ModemReplyError(cmd, line, "message reference is not a number") from None
-        return refs
-
-    def next_sms_reference(self) -> int:
-        """A fresh 8-bit concatenation reference (TS 23.040 §9.2.3.24.1) for a new message."""
-        self._sms_reference = (self._sms_reference + 1) % 256
-        return self._sms_reference
-
-    def send_pdu(self, pdu: sms.Pdu, timeout_s: float | None = None) -> int:
-        """Send one SMS-SUBMIT part (27.005 §3.5.1 PDU mode); returns its message reference
-        ``<mr>``. Each step waits ``timeout_s`` (default ``sms_timeout_s``) seconds.
-
-        Raises:
-            CmsError, ModemTimeout (a missing prompt cancels text entry with ESC; a missing
-            ``+CMGS`` after the PDU leaves it unknown whether the part went out), ModemGone,
-            ModemReplyError.
-        """
-        timeout = self.sms_timeout_s if timeout_s is None else timeout_s
-        with self._cmd_lock:
-            if not self._sms_pdu_mode:
-                self.command("AT+CMGF=0")
-                self._sms_pdu_mode = True
-            cmd = f"AT+CMGS={pdu.tpdu_length}"
-            try:
-                self._transact(cmd, timeout, expect_prompt=True)
-            except ModemTimeout:
-                self._cancel_text_entry()
-                raise
-            lines = self._transact(cmd, timeout, payload=pdu.hex.encode() + b"\x1a",
-                                   echo=frozenset({pdu.hex}))
-            line = _one(cmd, lines, "+CMGS")
-            try:
-                return int(_fields(cmd, line, 1)[0])
-            except ValueError:
-                raise ModemReplyError(cmd, line, "message reference is not a number") from None
-
-    def _cancel_text_entry(self) -> None:
-        """After the ``> `` prompt did not come in time: abandon that wait and send ESC, which
-        ends text entry without sending (the modem answers ``OK``), so a late prompt cannot
-        swallow the next command."""
-        with self._state_lock:
-            self._pending = None
-        try:
-            self._transact("<ESC>", self.default_timeout_s, payload=b"\x1b")
-        except ModemError as exc:
-            log.info("modem: no answer to ESC after a missing SMS prompt: %s", exc)

@@ -18,6 +18,7 @@ __all__ = [
     "ModemGone",
     "ModemReplyError",
     "ModemTimeout",
+    "SerialConsoleError",
     "SimLocked",
     "parse_error_line",
 ]
@@ -92,6 +93,25 @@ class SimLocked(ModemError):
     def __init__(self, state: str) -> None:
         self.state = state
         super().__init__(f"SIM not ready: {state}")
+
+
+class SerialConsoleError(ModemError):
+    """A Linux login console (getty) answers on the port instead of the modem: a ``login:`` or
+    ``Password:`` prompt, ``Login incorrect`` or a shell banner came back to an AT command.
+    ``evidence`` is the line seen (never contains what we typed: it is an AT command).
+
+    On a Raspberry Pi the modem HAT's UART is ``/dev/serial0``; the console must be off there
+    (SPEC §7 "A serial login console on the modem's UART must be off"): ``sudo raspi-config``
+    → Interface Options → Serial Port → login shell *No*, serial hardware *Yes*; or remove
+    ``console=serial0,115200`` from ``/boot/firmware/cmdline.txt`` and reboot.
+    Power-cycling the modem does not help.
+    """
+
+    def __init__(self, port: str, evidence: str) -> None:
+        self.port = port
+        self.evidence = evidence
+        super().__init__(f"{port}: a Linux login console answers on this port, not the modem "
+                         f"(saw {evidence!r}); disable the serial console on this UART")
 
 
 class _CodedError(ModemError):

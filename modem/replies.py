@@ -23,6 +23,7 @@ __all__ = [
     "Registration",
     "Signal",
     "classify_line",
+    "carries_secret",
     "command_shape",
     "parse_cgpsinfo",
     "parse_qgpsloc",
@@ -32,6 +33,9 @@ __all__ = [
 #: Metres of position error per unit of HDOP (a typical user-equivalent range error for a
 #: consumer GNSS receiver). ``accuracy_m = HDOP × UERE_M`` when the modem gives nothing better.
 UERE_M = 5.0
+#: Largest HDOP a receiver reports (NMEA 0183 GSA/GGA: 0.5–99.9; some modems say 99.99 for
+#: "very poor"): anything above is a garbled reply, never a fix.
+MAX_HDOP = 100.0
 
 _FINAL_OK = "OK"
 _PROMPT = ">"
@@ -56,9 +60,16 @@ URC_PREFIXES = frozenset({
     "+CGPSINFO", "+CGNSSINFO", "+SIMCARD", "+QIND", "+QUSIM", "+QGPSURC", "+QIURC", "+PSUTTZ",
     "*PSUTTZ", "^RSSI", "^MODE", "^BOOT", "^SYSSTART", "^SRVST", "DST",
 })
+#: Voice-call URCs (issue 11, :mod:`modem.calls`): SIM7600 ``VOICE CALL: BEGIN/END``,
+#: ``MISSED_CALL``, ``+RXDTMF``; Quectel ``+QTONEDET``; unsolicited ``+CLCC`` (AT+CLCC=1).
+URC_PREFIXES = URC_PREFIXES | frozenset({"VOICE CALL", "MISSED_CALL", "+RXDTMF", "+DTMF",
+                                         "+QTONEDET", "+CLCC"})
 
 _NAME_RE = re.compile(r"^AT([+^$*#%][A-Z0-9]+)", re.IGNORECASE)
-_SECRET_RE = re.compile(r"^(AT\+(?:CPIN2?|CPWD|CLCK)=).*$", re.IGNORECASE)
+# A command carrying a secret (27.007 §8.3 +CPIN, §7.5 +CPWD, §7.4 +CLCK), found anywhere in a
+# line (an echo with noise in front, in lower case, with blanks, with its "AT" lost …): from
+# the "=" on, everything to the end of the line is a secret.
+_SECRET_RE = re.compile(r"((?:AT)?\s*\+\s*(?:CPIN2?|CPWD|CLCK)\s*=).*$", re.IGNORECASE)
 _PIN_RE = re.compile(r"\d{4,8}")
 _TECH_PREFIX = {"CREG": "+CREG", "CGREG": "+CGREG", "CEREG": "+CEREG"}
 
@@ -126,9 +137,7 @@ def classify_line(line: str, pending: str | None) -> str:
             if kind == "test":
                 return "info"
             if kind == "read":
-                fields = line.partition(":")[2].split(",")
-                solicited = len(fields) >= 2 and fields[1].strip().isdigit()
-                return "info" if solicited else "urc"
+                return "info" if _is_reg_answer(line) else "urc"
             return "urc"
         if prefix in URC_PREFIXES and kind == "set":
             return "urc"  # e.g. +CPIN: READY after AT+CPIN="…"
@@ -138,9 +147,42 @@ def classify_line(line: str, pending: str | None) -> str:
     return "info"
 
 
+def _small_int(text: str, top: int) -> bool:
+    text = text.strip()
+    return text.isdigit() and len(text) <= 2 and int(text) <= top
+
+
+def _is_reg_answer(line: str) -> bool:
+    """Whether a ``+CREG``/``+CGREG``/``+CEREG`` line has the shape of the *answer* to the read
+    command (3GPP TS 27.007 §7.2, §10.1.20, §10.1.22) rather than of the URC.
+
+    Answer: ``<n>,<stat>[,[<lac|tac>],[<ci>][,<AcT>…]]`` with ``<n>`` 0–5 and ``<stat>`` 0–11;
+    location fields only with ``<n>`` ≥ 2, so ``<n>`` 0/1 means exactly two fields, and with
+    ``<n>`` ≥ 2 either two fields (not registered) or at least four. URC:
+    ``<stat>[,[<lac>],[<ci>][,<AcT>]]`` — its second field is the area code, which some
+    firmware sends unquoted and numeric (``+CEREG: 1,4660,"01C3D4E5",7``): by the field
+    ranges and count that is not an answer.
+    """
+    fields = line.partition(":")[2].split(",")
+    if len(fields) < 2 or not _small_int(fields[0], 5) or not _small_int(fields[1], 11):
+        return False
+    if int(fields[0]) <= 1:
+        return len(fields) == 2
+    return len(fields) == 2 or len(fields) >= 4
+
+
 def redact(cmd: str) -> str:
-    """A command as it may appear in logs and error messages: PINs/passwords replaced."""
+    """A command or received line as it may appear in logs and error messages: whatever
+    follows ``+CPIN=``/``+CPIN2=``/``+CPWD=``/``+CLCK=`` (3GPP TS 27.007 §8.3, §7.5, §7.4)
+    replaced by ``***`` wherever it stands in the line, in any case, with or without blanks
+    or the ``AT`` (``'x\\x00at+cpin= "1234"'`` → ``'x\\x00at+cpin=***'``)."""
     return _SECRET_RE.sub(r"\1***", cmd)
+
+
+def carries_secret(line: str) -> bool:
+    """True if ``line`` holds a secret-carrying command (see :func:`redact`). A modem never
+    sends such a line of its own: it is an echo of ours, however mangled, and is dropped."""
+    return _SECRET_RE.search(line) is not None
 
 
 @dataclass(frozen=True)
@@ -230,10 +272,31 @@ def _dm_to_degrees(cmd: str, line: str, value: str, hemi: str, max_deg: int) -> 
     minutes = v - degrees * 100
     if minutes >= 60 or degrees > max_deg or v < 0:
         raise ModemReplyError(cmd, line, f"bad coordinate {value!r}")
+    return _hemisphere(cmd, line, hemi, max_deg) * (degrees + minutes / 60)
+
+
+def _hemisphere(cmd: str, line: str, hemi: str, max_deg: int) -> int:
     signs = {"N": 1, "E": 1, "S": -1, "W": -1}
     if hemi not in signs or (max_deg == 90) != (hemi in "NS"):
         raise ModemReplyError(cmd, line, f"bad hemisphere {hemi!r}")
-    return signs[hemi] * (degrees + minutes / 60)
+    return signs[hemi]
+
+
+def _coordinate(cmd: str, line: str, value: str, hemi: str, max_deg: int) -> float:
+    """One coordinate with a separate hemisphere field, in either number format.
+
+    NMEA ``ddmm.mmmm`` (SIM7600 AT manual ``+CGPSINFO``: ``<lat>`` ddmm.mmmmmm, ``<lon>``
+    dddmm.mmmmmm, zero-padded) has at least 3 (latitude) / 4 (longitude) digits before the
+    point; decimal degrees (what other SIM7600 firmware and ``AT+CGPSINFOCFG`` variants give)
+    have at most 2 / 3. A value of the decimal form must lie within 0…90 / 0…180.
+    """
+    whole = value.strip().partition(".")[0]
+    if whole.isdigit() and len(whole) <= (2 if max_deg == 90 else 3):
+        v = _finite(cmd, line, value, "coordinate")
+        if not 0 <= v <= max_deg:
+            raise ModemReplyError(cmd, line, f"bad coordinate {value!r}")
+        return _hemisphere(cmd, line, hemi, max_deg) * v
+    return _dm_to_degrees(cmd, line, value, hemi, max_deg)
 
 
 def _opt_float(text: str) -> float | None:
@@ -246,24 +309,44 @@ def _opt_float(text: str) -> float | None:
 
 
 def parse_cgpsinfo(cmd: str, line: str) -> GnssFix | None:
-    """SIM7600 ``+CGPSINFO: <lat>,<N/S>,<lon>,<E/W>,<ddmmyy>,<hhmmss.s>,<alt>,<speed>,<course>``;
-    all fields empty = no fix. Raises ModemReplyError."""
+    """SIM7600 ``+CGPSINFO: <lat>,<N/S>,<lon>,<E/W>,<ddmmyy>,<hhmmss.s>,<alt>,<speed>,<course>``
+    (SIMCom SIM7600 Series AT Command Manual, ``AT+CGPSINFO``); all fields empty = no fix.
+    Coordinates in NMEA ``ddmm.mmmmmm`` or decimal degrees (:func:`_coordinate`). Raises
+    ModemReplyError."""
     f = _fields(cmd, line, 6)
     if not any(f):
         return None
-    lat = _dm_to_degrees(cmd, line, f[0], f[1], 90)
-    lon = _dm_to_degrees(cmd, line, f[2], f[3], 180)
+    lat = _coordinate(cmd, line, f[0], f[1], 90)
+    lon = _coordinate(cmd, line, f[2], f[3], 180)
     return GnssFix(lat=lat, lon=lon, accuracy_m=None, fixed_at=_utc(cmd, line, f[4], f[5]),
                    altitude_m=_opt_float(f[6]) if len(f) > 6 else None)
 
 
+def _qgps_coordinate(cmd: str, line: str, value: str, max_deg: int) -> float:
+    """A ``+QGPSLOC`` coordinate: ``<mode>`` 2 signed decimal degrees (``-33.85678``) or
+    ``<mode>`` 0/1 NMEA with the hemisphere glued on (``3150.7223N``, ``11711.929300E``)."""
+    value = value.strip()
+    if value[-1:].upper() in ("N", "S", "E", "W"):
+        return _dm_to_degrees(cmd, line, value[:-1], value[-1].upper(), max_deg)
+    v = _finite(cmd, line, value, "latitude" if max_deg == 90 else "longitude")
+    if not -max_deg <= v <= max_deg:
+        raise ModemReplyError(cmd, line, "coordinates or HDOP out of range")
+    return v
+
+
 def parse_qgpsloc(cmd: str, line: str) -> GnssFix:
     """Quectel ``+QGPSLOC: <hhmmss.sss>,<lat>,<lon>,<hdop>,<alt>,<fix>,<cog>,<spkm>,<spkn>,
-    <ddmmyy>,<nsat>`` (mode 2: signed decimal degrees). Raises ModemReplyError."""
+    <ddmmyy>,<nsat>`` (Quectel EC25 GNSS AT Commands Manual, ``AT+QGPSLOC``). Coordinates as
+    ``<mode>`` 2 gives them (signed decimal degrees) or as ``<mode>`` 0/1 does (NMEA
+    ``ddmm.mmmmN``/``dddmm.mmmmE``, which some firmware answers even to ``=2``), also with the
+    hemisphere as a field of its own (``3150.7223,N,11711.9293,E,…``). Raises
+    ModemReplyError."""
     f = _fields(cmd, line, 11)
-    lat, lon = _finite(cmd, line, f[1], "latitude"), _finite(cmd, line, f[2], "longitude")
+    if len(f) >= 13 and f[2].upper() in ("N", "S") and f[4].upper() in ("E", "W"):
+        f = [f[0], f[1] + f[2], f[3] + f[4], *f[5:]]
+    lat, lon = _qgps_coordinate(cmd, line, f[1], 90), _qgps_coordinate(cmd, line, f[2], 180)
     hdop = _finite(cmd, line, f[3], "HDOP")
-    if not (-90 <= lat <= 90 and -180 <= lon <= 180 and hdop >= 0):
+    if not 0 <= hdop <= MAX_HDOP:
         raise ModemReplyError(cmd, line, "coordinates or HDOP out of range")
     return GnssFix(lat=lat, lon=lon, accuracy_m=round(hdop * UERE_M, 1),
                    fixed_at=_utc(cmd, line, f[9], f[0]), altitude_m=_opt_float(f[4]), hdop=hdop)

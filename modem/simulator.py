@@ -12,8 +12,16 @@ State has thread-safe setters (``signal_csq``, ``set_registration``, ``gnss_fix`
 fired now (``inject_urc``, ``vanish``). ``reappear()`` brings a vanished modem back on a *new* pty
 (another name, as USB re-enumeration does) in its power-on state: echo on, no ``+CMEE``, GNSS off,
 boot URCs ``RDY`` / ``+CPIN: READY`` / ``SMS DONE`` / ``PB DONE`` (SIM7600 manual, "power on"
-sequence) sent just before the answer to the host's first command. ``hung = True`` makes it read commands and never answer (a firmware hang). ``transcript`` keeps ``(direction, line)`` pairs: ``"host"`` for
-what the modem received, ``"modem"`` for what it sent (secrets included: it is a test tool).
+sequence) sent just before the answer to the host's first command. ``reset()`` restarts it on
+the *same* port (a UART-wired HAT after a brown-out or watchdog reset): power-on state, the SIM
+locked again if its PIN lock is on (``pin_lock``), boot URCs sent at once; until the PIN is
+entered again, SMS commands answer ``+CMS ERROR: 311`` and registration is 0.
+``hung = True`` makes it read commands and never answer (a firmware hang);
+``serial_console = True`` puts a Linux login console on the port instead (:mod:`modem.sim_console`).
+Line faults: ``noise_next`` (NUL/0xFF glued to the final result code), ``drop_final_next`` (the
+final result code lost). ``gnss_format`` selects the other number format of the GNSS replies.
+``transcript`` keeps ``(direction, line)`` pairs: ``"host"`` for what the modem received,
+``"modem"`` for what it sent (secrets included: it is a test tool).
 
 Received SMS: ``deliver_sms(number, text)`` stores SMS-DELIVER PDUs in the SIM store and announces
 each with ``+CMTI``; ``AT+CMGR``/``AT+CMGL`` (PDU mode) read them and ``AT+CMGD`` deletes them.
@@ -24,17 +32,15 @@ Test-only: never used on the device.
 from __future__ import annotations
 
 import os
-import select
-import threading
-import tty
-from dataclasses import dataclass
-from datetime import datetime, timezone
-from types import TracebackType
-from typing import Literal
 
-from modem import sms
+from .sim_console import SimConsole
+from .sim_faults import SimFaults, Where
+from .sim_gnss import SimGnss
+from .sim_pty import PtySimBase
+from .sim_calls import SimCalls
+from .sim_sms import SimSms
 
-Where = Literal["before", "between", "after"]
+__all__ = ["ModemSimulator", "Where"]
 
 _REG_NAMES = {"not_registered": 0, "home": 1, "searching": 2, "denied": 3, "unknown": 4,
               "roaming": 5}
@@ -51,20 +57,14 @@ _IDENT = {
                 "SIMCOM_SIM7600E-H"),
     "quectel": (["Quectel", "EC25", "Revision: EC25EFAR06A06M4G"], "EC25"),
 }
-_CTRL_Z, _ESC = 0x1A, 0x1B
+
+# SMS commands that need an unlocked SIM (27.005 §3.2.5: +CMS ERROR 310/311/316 otherwise).
+_SMS_COMMANDS = ("AT+CMGS", "AT+CMGF", "AT+CMGR", "AT+CMGL", "AT+CMGD", "AT+CNMI", "AT+CSMP")
+_CMS_SIM = {"SIM PIN": "+CMS ERROR: 311", "SIM PUK": "+CMS ERROR: 316",
+            "not inserted": "+CMS ERROR: 310"}
 
 
-@dataclass
-class _Fault:
-    prefix: str
-    kind: str  # "delay" | "error" | "garble" | "urc"
-    seconds: float = 0.0
-    line: str | bytes = ""
-    lines: tuple[str, ...] = ()
-    where: Where = "between"
-
-
-class ModemSimulator:
+class ModemSimulator(SimConsole, SimFaults, SimSms, SimGnss, PtySimBase):
     """AT modem on a pty. Use as a context manager or call ``start()``/``stop()``.
 
     Args:
@@ -72,14 +72,23 @@ class ModemSimulator:
         pin: the SIM's PIN (used when ``sim_state`` is ``"SIM PIN"``).
         sim_state: ``"READY"``, ``"SIM PIN"``, ``"SIM PUK"`` or ``"not inserted"``.
         verbose_errors: whether ``AT+CMEE=2`` is supported (else it answers ``ERROR``).
+        pin_lock: whether the SIM asks for its PIN at every power-on (default: when
+            ``sim_state`` is ``"SIM PIN"``); used by :meth:`reset`.
     """
 
     def __init__(self, flavour: str = "sim7600", *, pin: str = "1234", sim_state: str = "READY",
-                 verbose_errors: bool = True) -> None:
+                 verbose_errors: bool = True, pin_lock: bool | None = None) -> None:
         self._check_flavour(flavour)
         self._check_sim_state(sim_state)
-        self._lock = threading.RLock()
-        self._write_lock = threading.Lock()
+        self._init_pty()
+        self._init_console()
+        #: The SIM's PIN lock is on: after :meth:`reset` it is in "SIM PIN" state again.
+        self.pin_lock = sim_state == "SIM PIN" if pin_lock is None else pin_lock
+        self._init_faults()
+        self._init_sms()
+        self._init_gnss()
+        #: The voice-call model (issue 11, :mod:`modem.sim_calls`).
+        self.calls = SimCalls(self)
         self._flavour = flavour
         self._pin = pin
         self._sim_state = sim_state
@@ -93,87 +102,16 @@ class ModemSimulator:
         self._ber = 99
         self._reg = {"CREG": 1, "CGREG": 1, "CEREG": 1}
         self._reg_n = {"CREG": 0, "CGREG": 0, "CEREG": 0}
-        self._gnss_on = False
-        self._fix: tuple[float, float, float] | None = None
-        self.gnss_time = datetime(2026, 11, 30, 23, 5, 28, tzinfo=timezone.utc)
-        self._faults: list[_Fault] = []
-        self._transcript: list[tuple[str, str]] = []
         self._cmgf = 0
-        self._submit_errors: list[str] = []
         self._boot_urcs: list[str] = []
         #: While True the modem reads commands and answers nothing (firmware hang).
         self.hung = False
         #: How often the modem came back after :meth:`vanish` (power-cycles, USB resets).
         self.boots = 0
-        #: ``(number, text)`` per SMS part received (PDU parts decoded, text mode as typed).
-        self.sent_sms: list[tuple[str, str]] = []
-        #: Raw PDU hex per part received in PDU mode.
-        self.sent_pdus: list[str] = []
-        #: Received SMS in the SIM's message store: index → [stat (0 unread, 1 read), PDU hex].
-        self._stored_sms: dict[int, list] = {}
-        self._cnmi_mt = 1  # AT+CNMI <mt>: 1 = store and announce with +CMTI
-        self._sms_ref = 0
-        #: Storage slots of the SIM (``deliver_sms`` raises OverflowError beyond this).
-        self.sms_capacity = 30
-        self._master: int | None = None
-        self._slave: int | None = None
-        self._wake_r: int | None = None
-        self._wake_w: int | None = None
-        self._thread: threading.Thread | None = None
-        self._stopping = threading.Event()
-        self._vanish = threading.Event()
-        self._abort = threading.Event()  # set by stop() and vanish(): cuts delays short
-        self.port = ""
-
-    # -- lifecycle ---------------------------------------------------------------------------
-
-    def start(self) -> ModemSimulator:
-        """Create the pty (raw mode) and start answering. ``port`` is the slave's path."""
-        if self._thread is not None:
-            return self
-        self._master, self._slave = os.openpty()
-        return self._start_on_pty()
-
-    def _start_on_pty(self) -> ModemSimulator:
-        tty.setraw(self._slave)
-        self.port = os.ttyname(self._slave)
-        self._wake_r, self._wake_w = os.pipe()
-        self._stopping.clear()
-        self._abort.clear()
-        self._thread = threading.Thread(target=self._run, name="modem-simulator", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop the thread and close every fd (idempotent)."""
-        self._stopping.set()
-        self._abort.set()
-        self._wake()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        for name in ("_master", "_slave", "_wake_r", "_wake_w"):
-            fd = getattr(self, name)
-            if fd is not None:
-                setattr(self, name, None)
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
 
     def __enter__(self) -> ModemSimulator:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
-
-    def _wake(self) -> None:
-        if self._wake_w is not None:
-            try:
-                os.write(self._wake_w, b"x")
-            except OSError:
-                pass
+        self.start()
+        return self
 
     # -- state -------------------------------------------------------------------------------
 
@@ -238,16 +176,6 @@ class ModemSimulator:
         with self._lock:
             self._pin = value
 
-    @property
-    def gnss_fix(self) -> tuple[float, float, float] | None:
-        """``(lat, lon, hdop)`` in decimal degrees, or None for no fix."""
-        return self._fix
-
-    @gnss_fix.setter
-    def gnss_fix(self, value: tuple[float, float, float] | None) -> None:
-        with self._lock:
-            self._fix = value
-
     def set_registration(self, **states: int | str) -> None:
         """``set_registration(creg="not_registered", cereg="home")``: names or 27.007 ``<stat>``
         numbers per family. Sends ``+CREG: <stat>`` URCs where ``AT+CREG=1`` enabled them."""
@@ -269,116 +197,7 @@ class ModemSimulator:
         for line in urcs:
             self.inject_urc(line)
 
-    @property
-    def transcript(self) -> list[tuple[str, str]]:
-        """Copy of ``(direction, line)`` pairs; direction ``"host"`` or ``"modem"``."""
-        with self._lock:
-            return list(self._transcript)
-
-    def commands(self) -> list[str]:
-        """The commands received so far, in order."""
-        return [line for d, line in self.transcript if d == "host"]
-
-    # -- received SMS ------------------------------------------------------------------------
-
-    def deliver_sms(self, number: str, text: str, *, timestamp: datetime | None = None) -> list[int]:
-        """An SMS from ``number`` arrives: stored as SMS-DELIVER PDUs (concatenated parts when
-        long) in the SIM store and announced with ``+CMTI: "SM",<index>`` per part (when
-        ``AT+CNMI`` mode 1 is on, the default). Read back with ``AT+CMGR``/``AT+CMGL`` in PDU
-        mode, removed with ``AT+CMGD``. Returns the storage indexes.
-
-        Raises sms.SmsError for a bad number/empty text, OverflowError when the store is full."""
-        ts = timestamp or datetime.now(timezone.utc)
-        with self._lock:
-            self._sms_ref = (self._sms_ref + 1) % 256
-            pdus = sms.encode_deliver(number, text, timestamp=ts, reference=self._sms_ref)
-            free = [i for i in range(1, self.sms_capacity + 1) if i not in self._stored_sms]
-            if len(free) < len(pdus):
-                raise OverflowError("the simulated SIM message store is full")
-            indexes = free[:len(pdus)]
-            for index, pdu in zip(indexes, pdus):
-                self._stored_sms[index] = [0, pdu]
-            announce = self._cnmi_mt == 1
-        if announce:
-            for index in indexes:
-                self.inject_urc(f'+CMTI: "SM",{index}')
-        return indexes
-
-    @property
-    def stored_sms(self) -> dict[int, str]:
-        """Copy of the SIM message store: index → PDU hex."""
-        with self._lock:
-            return {i: pdu for i, (_stat, pdu) in self._stored_sms.items()}
-
-    def _read_sms(self, up: str) -> tuple[list[str], str, list[str]]:
-        """``AT+CNMI``, ``AT+CMGR=<i>``, ``AT+CMGL=<stat>``, ``AT+CMGD=<i>[,<flag>]`` (PDU mode
-        only; text mode answers ``+CMS ERROR: 302``). Lock held."""
-        if up.startswith("AT+CNMI="):
-            fields = up[8:].split(",")
-            if len(fields) < 2 or not all(f.strip().isdigit() for f in fields):
-                return [], "+CMS ERROR: 304", []
-            self._cnmi_mt = int(fields[1])
-            return [], "OK", []
-        if self._cmgf != 0:
-            return [], "+CMS ERROR: 302", []
-        arg = up.partition("=")[2].strip()
-        if up.startswith("AT+CMGR="):
-            if not arg.isdigit() or int(arg) not in self._stored_sms:
-                return [], "+CMS ERROR: 321", []
-            entry = self._stored_sms[int(arg)]
-            stat, pdu = entry
-            entry[0] = 1
-            return [f"+CMGR: {stat},,{_tpdu_length(pdu)}", pdu], "OK", []
-        if up.startswith("AT+CMGL="):
-            if arg not in ("0", "1", "4"):
-                return [], "+CMS ERROR: 304", []
-            lines = []
-            for index in sorted(self._stored_sms):
-                entry = self._stored_sms[index]
-                if arg == "4" or int(arg) == entry[0]:
-                    lines += [f"+CMGL: {index},{entry[0]},,{_tpdu_length(entry[1])}", entry[1]]
-                    entry[0] = 1
-            return lines, "OK", []
-        # AT+CMGD=<index>[,<delflag>]: flag 1 deletes all read messages, 4 all messages
-        index, _, flag = arg.partition(",")
-        if flag.strip() in ("1", "4"):
-            for i in [i for i, e in self._stored_sms.items() if flag.strip() == "4" or e[0] == 1]:
-                del self._stored_sms[i]
-            return [], "OK", []
-        if not index.isdigit() or int(index) not in self._stored_sms:
-            return [], "+CMS ERROR: 321", []
-        del self._stored_sms[int(index)]
-        return [], "OK", []
-
-    # -- faults ------------------------------------------------------------------------------
-
-    def inject_urc(self, line: str) -> None:
-        """Send ``\\r\\n<line>\\r\\n`` now, whatever the modem is doing."""
-        self._send_lines([line])
-
-    def urc_during_next(self, command_prefix: str, lines: list[str],
-                        where: Where = "between") -> None:
-        """Put URC ``lines`` into the next reply to a command starting with ``command_prefix``:
-        ``"before"`` the info lines, ``"between"`` info and final code, or ``"after"`` it."""
-        self._add(_Fault(command_prefix, "urc", lines=tuple(lines), where=where))
-
-    def delay_next(self, command_prefix: str, seconds: float) -> None:
-        """Answer the next matching command only after ``seconds``."""
-        self._add(_Fault(command_prefix, "delay", seconds=seconds))
-
-    def error_next(self, command_prefix: str, line: str) -> None:
-        """Answer the next matching command with ``line`` (e.g. ``"+CME ERROR: 14"``) only."""
-        self._add(_Fault(command_prefix, "error", line=line))
-
-    def garble_next(self, command_prefix: str, line: str | bytes) -> None:
-        """Replace the info lines of the next matching reply with ``line`` (str or raw bytes)."""
-        self._add(_Fault(command_prefix, "garble", line=line))
-
-    def vanish(self) -> None:
-        """Close the master side as a USB unplug would: the host's port read/write fail."""
-        self._vanish.set()
-        self._abort.set()
-        self._wake()
+    # -- power ---------------------------------------------------------------------------
 
     def reappear(self) -> str:
         """Come back after :meth:`vanish` (or a power cut) on a new pty, like a USB modem that
@@ -403,6 +222,27 @@ class ModemSimulator:
         self._start_on_pty()
         return self.port
 
+    def reset(self, *, boot_urcs: bool = True) -> None:
+        """Restart in place, as a UART-wired modem does after a brown-out, a watchdog or a
+        firmware crash: the port stays open, the modem is in its power-on state (echo on,
+        ``+CMEE`` 0, GNSS off, text-mode settings gone), the SIM is locked again when
+        :attr:`pin_lock` is on, and the power-on URCs of the SIM7600 manual are sent at once:
+        ``RDY`` ``+CPIN: SIM PIN`` (locked) or ``RDY`` ``+CPIN: READY`` ``SMS DONE``
+        ``PB DONE``. ``boot_urcs=False``: a silent restart (auto-baud modems send no ``RDY``),
+        seen only by the errors that follow (``+CMS ERROR: 311``)."""
+        with self._lock:
+            self._echo, self._cmee, self._gnss_on, self._cmgf = True, 0, False, 0
+            self._cscs = "IRA"
+            self._reg_n = {"CREG": 0, "CGREG": 0, "CEREG": 0}
+            self.hung = False
+            self.boots += 1
+            if self._sim_state in ("READY", "SIM PIN"):
+                self._sim_state = "SIM PIN" if self.pin_lock else "READY"
+            urcs = (["RDY", f"+CPIN: {self._sim_state.upper()}"]
+                    + (["SMS DONE", "PB DONE"] if self._sim_state == "READY" else []))
+        if boot_urcs:
+            self._send_lines(list(urcs))
+
     def power(self, on: bool) -> None:
         """Model the modem's supply switched by a GPIO: off = the port vanishes, on = it
         reappears on a new pty (:meth:`reappear`)."""
@@ -412,127 +252,7 @@ class ModemSimulator:
         else:
             self.vanish()
 
-    def submit_error_next(self, line: str) -> None:
-        """Answer the next SMS body (after the ``> `` prompt) with ``line`` instead of
-        ``+CMGS: <mr>``, e.g. ``"+CMS ERROR: 331"`` (no network service)."""
-        with self._lock:
-            self._submit_errors.append(line)
-
-    def _add(self, fault: _Fault) -> None:
-        with self._lock:
-            self._faults.append(fault)
-
-    def _take(self, cmd: str) -> list[_Fault]:
-        with self._lock:
-            taken, kinds = [], set()
-            for fault in list(self._faults):
-                if cmd.upper().startswith(fault.prefix.upper()) and fault.kind not in kinds:
-                    kinds.add(fault.kind)
-                    taken.append(fault)
-                    self._faults.remove(fault)
-            return taken
-
-    # -- I/O ---------------------------------------------------------------------------------
-
-    def _record(self, direction: str, line: str) -> None:
-        with self._lock:
-            self._transcript.append((direction, line))
-
-    def _write(self, data: bytes) -> None:
-        with self._write_lock:
-            fd = self._master
-            if fd is None or self._vanish.is_set():
-                return
-            try:
-                os.write(fd, data)
-            except OSError:
-                pass
-
-    def _send_lines(self, lines: list[str | bytes]) -> None:
-        data = b""
-        for line in lines:
-            raw = line if isinstance(line, bytes) else line.encode("utf-8")
-            self._record("modem", raw.decode("utf-8", errors="replace"))
-            data += b"\r\n" + raw + b"\r\n"
-        self._write(data)
-
-    def _run(self) -> None:
-        buf = bytearray()
-        entry: tuple[str, str] | None = None  # SMS text entry: ("pdu", length) / ("text", number)
-        while not self._stopping.is_set():
-            if self._vanish.is_set():
-                with self._write_lock:
-                    if self._master is not None:
-                        os.close(self._master)
-                        self._master = None
-                return
-            master, wake = self._master, self._wake_r
-            if master is None or wake is None:
-                return
-            ready, _, _ = select.select([master, wake], [], [], 0.5)
-            if wake in ready:
-                os.read(wake, 64)
-            if master not in ready:
-                continue
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:  # no slave open (host closed the port): wait for the next one
-                self._stopping.wait(0.02)
-                continue
-            buf += chunk
-            while buf:
-                if entry is not None:  # SMS text entry after the "> " prompt
-                    end = next((i for i, b in enumerate(buf) if b in (_CTRL_Z, _ESC)), -1)
-                    if end < 0:
-                        break
-                    text, cancel = bytes(buf[:end]).decode("utf-8", "replace"), buf[end] == _ESC
-                    del buf[:end + 1]
-                    self._record("host", text + ("<ESC>" if cancel else "<Ctrl-Z>"))
-                    if self._echo:
-                        self._write(text.encode())
-                    self._send_lines(["OK"] if cancel else self._submit(entry, text))
-                    entry = None
-                    continue
-                cut = buf.find(b"\r")
-                if cut < 0:
-                    break
-                cmd = bytes(buf[:cut]).decode("utf-8", "replace").strip()
-                del buf[:cut + 1]
-                if cmd:
-                    entry = self._handle(cmd)
-
     # -- command handling --------------------------------------------------------------------
-
-    def _submit(self, entry: tuple[str, str], body: str) -> list[str | bytes]:
-        """Reply to an SMS body: ``+CMGS: <mr>`` ``OK``, or ``+CMS ERROR: 304`` for a PDU that
-        does not decode or whose length differs from the one given to ``AT+CMGS``."""
-        mode, arg = entry
-        with self._lock:
-            if self._submit_errors:
-                return [self._submit_errors.pop(0)]
-        if mode == "text":
-            number, text = arg.strip('"'), body
-            if self._cscs == "UCS2":  # 27.005 text mode with UCS2: both as UTF-16BE hex
-                try:
-                    number, text = (bytes.fromhex(x).decode("utf-16-be") for x in (number, text))
-                except ValueError:
-                    return ["+CMS ERROR: 304"]
-        else:
-            body = body.strip()
-            try:
-                submit = sms.decode_submit(body)
-                sca = int(body[:2], 16)
-                if len(body) // 2 - 1 - sca != int(arg):
-                    raise ValueError("length mismatch")
-            except ValueError:
-                return ["+CMS ERROR: 304"]
-            number, text = submit.number, submit.text
-        with self._lock:
-            if mode == "pdu":
-                self.sent_pdus.append(body)
-            self.sent_sms.append((number, text))
-            ref = len(self.sent_sms) % 256
-        return [f"+CMGS: {ref}", "OK"]
 
     def _handle(self, cmd: str) -> tuple[str, str] | None:
         """Answer one command; returns the SMS entry mode after a ``> `` prompt was sent."""
@@ -543,6 +263,9 @@ class ModemSimulator:
             boot, self._boot_urcs = self._boot_urcs, []
         if boot:
             self._send_lines(list(boot))
+        if self.serial_console:
+            self._console_input(cmd)
+            return None
         if self._echo:
             self._write(cmd.encode("utf-8") + b"\r")
         faults = {f.kind: f for f in self._take(cmd)}
@@ -567,7 +290,11 @@ class ModemSimulator:
             out = list(urc.lines) + out
         if urc is not None and urc.where == "between":
             out = out + list(urc.lines)
-        out.append(final)
+        if "noise" in faults:
+            noise = faults["noise"]
+            out.append(noise.before + final.encode() + noise.after)
+        elif "drop" not in faults:
+            out.append(final)
         if urc is not None and urc.where == "after":
             out += list(urc.lines)
         self._send_lines(out + after)
@@ -603,9 +330,12 @@ class ModemSimulator:
                 return self._cpin(cmd)
             if up == "AT+CSQ":
                 return [f"+CSQ: {self._csq},{self._ber}"], "OK", []
+            if up.startswith(_SMS_COMMANDS) and self._sim_state in _CMS_SIM:
+                return [], _CMS_SIM[self._sim_state], []
             for fam in _FAMILIES:
                 if up == f"AT+{fam}?":
-                    return [f"+{fam}: {self._reg_n[fam]},{self._reg[fam]}"], "OK", []
+                    stat = self._reg[fam] if self._sim_state == "READY" else 0
+                    return [f"+{fam}: {self._reg_n[fam]},{stat}"], "OK", []
                 if up.startswith(f"AT+{fam}=") and up[len(fam) + 4:] in ("0", "1", "2"):
                     self._reg_n[fam] = int(up[len(fam) + 4:])
                     return [], "OK", []
@@ -623,6 +353,9 @@ class ModemSimulator:
                 arg = up[8:]
                 valid = arg.isdigit() if self._cmgf == 0 else arg.startswith('"')
                 return [], ">" if valid else "+CMS ERROR: 304", []
+            call_reply = self.calls.handle(cmd, up)
+            if call_reply is not None:
+                return call_reply
             if self._flavour == "sim7600":
                 return self._sim7600_gnss(up)
             return self._quectel_gnss(up)
@@ -646,59 +379,3 @@ class ModemSimulator:
             return [], self._cme(16), []
         self._sim_state = "READY"
         return [], "OK", ["+CPIN: READY", "SMS DONE", "PB DONE"]
-
-    def _sim7600_gnss(self, up: str) -> tuple[list[str], str, list[str]]:
-        if up in ("AT+CGPS=1", "AT+CGPS=0"):
-            on = up.endswith("1")
-            if on == self._gnss_on:
-                return [], "ERROR", []  # SIM7600 answers ERROR when already in that state
-            self._gnss_on = on
-            return [], "OK", []
-        if up == "AT+CGPS?":
-            return [f"+CGPS: {int(self._gnss_on)},1"], "OK", []
-        if up == "AT+CGPSINFO":
-            if not self._gnss_on or self._fix is None:
-                return ["+CGPSINFO: ,,,,,,,,"], "OK", []
-            lat, lon, _hdop = self._fix
-            t = self.gnss_time
-            return [f"+CGPSINFO: {_dm(lat, 2)},{'N' if lat >= 0 else 'S'},"
-                    f"{_dm(lon, 3)},{'E' if lon >= 0 else 'W'},{t:%d%m%y},{t:%H%M%S}.0,"
-                    "12.3,0.0,"], "OK", []
-        return [], "ERROR", []
-
-    def _quectel_gnss(self, up: str) -> tuple[list[str], str, list[str]]:
-        if up in ("AT+QGPS=1", "AT+QGPSEND"):
-            on = up == "AT+QGPS=1"
-            if on and self._gnss_on:
-                return [], self._cme(504), []
-            if not on and not self._gnss_on:
-                return [], self._cme(505), []
-            self._gnss_on = on
-            return [], "OK", []
-        if up == "AT+QGPS?":
-            return [f"+QGPS: {int(self._gnss_on)}"], "OK", []
-        if up.startswith("AT+QGPSLOC"):
-            if up != "AT+QGPSLOC=2":
-                return [], self._cme(501), []
-            if not self._gnss_on:
-                return [], self._cme(505), []
-            if self._fix is None:
-                return [], self._cme(516), []
-            lat, lon, hdop = self._fix
-            t = self.gnss_time
-            return [f"+QGPSLOC: {t:%H%M%S}.000,{lat:.5f},{lon:.5f},{hdop:.1f},12.3,3,0.0,0.0,0.0,"
-                    f"{t:%d%m%y},08"], "OK", []
-        return [], "ERROR", []
-
-
-def _tpdu_length(pdu_hex: str) -> int:
-    """Octets of a PDU without its SMSC part (the ``<length>`` of ``+CMGR``/``+CMGL``)."""
-    return len(pdu_hex) // 2 - 1 - int(pdu_hex[:2], 16)
-
-
-def _dm(value: float, width: int) -> str:
-    """Decimal degrees → NMEA ``ddmm.mmmmmm`` (width = digits of degrees)."""
-    value = abs(value)
-    degrees = int(value)
-    minutes = (value - degrees) * 60
-    return f"{degrees:0{width}d}{minutes:09.6f}"

@@ -8,7 +8,10 @@ in one place under one lock: the modem poll thread and the SMS fallback thread m
 modem broken, and only one of them repairs it.
 
 A failing modem never stops the daemon: readings that fail are left as unknown (signal None,
-registration ``unknown``); the last GNSS fix is kept (it carries its own time).
+registration ``unknown``); the last GNSS fix is kept (it carries its own time). Each reading
+stands alone: a GNSS error (``+CME ERROR: 505`` …) does not spoil signal and registration,
+and the other way round; only a timeout or a vanished port ends the poll early (the modem is
+not answering, and every further command would wait its full timeout).
 """
 
 from __future__ import annotations
@@ -74,7 +77,7 @@ class ModemSupervisor:
             ModemError: the modem cannot be used right now (the next call tries again).
         """
         with self._lock:
-            if self.ready and not self.modem.gone:
+            if self.ready and not self.modem.gone and getattr(self.modem, "initialised", True):
                 return
             if self.ready:
                 self._lost("port vanished")
@@ -155,22 +158,63 @@ class ModemSupervisor:
 
     def poll(self, state: Any) -> None:
         """Refresh ``state.signal_dbm``, ``state.registration``, ``state.position`` and
-        ``state.modem_ready``. Never raises for modem trouble."""
+        ``state.modem_ready``. Never raises for modem trouble.
+
+        Each reading is taken on its own: one that fails with a modem error (a garbled reply,
+        ``+CME ERROR``) is left unknown and the others are still read. A timeout or a
+        vanished port leaves it and the readings after it unknown (noted for recovery). A
+        re-initialisation of a restarted modem by the driver is reported to the observer as
+        ``modem_reinit``.
+        """
+        reinits = getattr(self.modem, "reinits", 0)
         try:
             self.ensure_ready()
-            state.signal_dbm = self.modem.signal().rssi_dbm
-            state.registration = self.modem.registration().state
-            if self.gnss_enabled:
-                fix = self.modem.gnss()
-                if fix is not None:
-                    state.position = Position(lat=fix.lat, lon=fix.lon, accuracy_m=fix.accuracy_m,
-                                              fixed_at=fix.fixed_at.timestamp())
-            self._ok()
         except ModemError as exc:
-            self.note(exc)
             log.warning("modem reading failed: %s", exc)
             state.signal_dbm, state.registration = None, "unknown"
+            state.modem_ready = self.ready
+            return
+        readings = [("signal", self._read_signal), ("registration", self._read_registration)]
+        if self.gnss_enabled:
+            readings.append(("gnss", self._read_gnss))
+        failed = False
+        for i, (name, read) in enumerate(readings):
+            try:
+                read(state)
+            except (ModemTimeout, ModemGone) as exc:
+                self.note(exc)
+                log.warning("modem %s reading failed: %s", name, exc)
+                for _, later in readings[i:]:
+                    self._unknown(later, state)
+                failed = True
+                break
+            except ModemError as exc:
+                log.warning("modem %s reading failed: %s", name, exc)
+                self._unknown(read, state)
+        if not failed:
+            self._ok()
+        if getattr(self.modem, "reinits", 0) != reinits:
+            self.observer("modem_reinit", {"reason": getattr(self.modem, "last_reset", None)})
         state.modem_ready = self.ready
+
+    def _read_signal(self, state: Any) -> None:
+        state.signal_dbm = self.modem.signal().rssi_dbm
+
+    def _read_registration(self, state: Any) -> None:
+        state.registration = self.modem.registration().state
+
+    def _read_gnss(self, state: Any) -> None:
+        fix = self.modem.gnss()
+        if fix is not None:
+            state.position = Position(lat=fix.lat, lon=fix.lon, accuracy_m=fix.accuracy_m,
+                                      fixed_at=fix.fixed_at.timestamp())
+
+    def _unknown(self, read: Any, state: Any) -> None:
+        """Mark the reading of ``read`` unknown (the last GNSS fix is kept: it has its time)."""
+        if read == self._read_signal:
+            state.signal_dbm = None
+        elif read == self._read_registration:
+            state.registration = "unknown"
 
     def close(self) -> None:
         """Close the modem and release the power pin."""

@@ -1,4 +1,4 @@
-"""SIA DC-09 framing for the sending side: CRC, frames, AES, Contact ID, replies, positions.
+"""SIA DC-09 frames and replies for the sending side: build, encode, decode, parse.
 
 Pure code (SPEC §4, STYLE "protocol/ is pure"): no sockets. ``cryptography`` is imported only
 inside the AES helpers, so modules that never encrypt (the device) import this file without it.
@@ -23,18 +23,41 @@ All regular expressions of the wire formats live in the "Wire formats" block bel
 
 from __future__ import annotations
 
-import math
 import re
 import secrets
 import string
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from types import MappingProxyType
+from datetime import datetime
 from typing import Final
 
-from protocol.errors import LonewatchError, ValidationError
+from protocol.contact_id import (
+    CONTACT_ID_EVENTS,
+    ContactId,
+    check_account,
+    contact_id_for,
+    sia_code,
+)
+from protocol.errors import ValidationError
+from protocol.sia_codec import (
+    _HEX_RE,
+    SiaFrameError,
+    _aes,
+    aes_key,
+    ascii_text,
+    crc16_arc,
+    format_timestamp,
+    parse_timestamp,
+    wrap_frame,
+)
+from protocol.sia_position import (
+    PositionText,
+    format_latitude,
+    format_longitude,
+    format_position_text,
+    parse_position,
+    parse_position_text,
+)
 
 __all__ = [
     "CONTACT_ID_EVENTS",
@@ -66,24 +89,12 @@ __all__ = [
     "wrap_frame",
 ]
 
-
-class SiaFrameError(LonewatchError, ValueError):
-    """Bytes that are not a well-formed SIA DC-09 frame; ``reason`` says what is wrong."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-        super().__init__(reason)
-
-
 # --------------------------------------------------------------------------- wire formats
+_ACCOUNT_VALUE_RE = re.compile(r"[0-9A-Fa-f]{3,16}")
 EVENT_IDS: Final = frozenset({"ADM-CID", "SIA-DCS", "NULL"})
 REPLY_IDS: Final = frozenset({"ACK", "NAK", "DUH", "RSP"})
-MAX_BODY: Final = 0xFFF  # the length field is "0" + 3 hex digits
-_TS_FORMAT: Final = "%H:%M:%S,%m-%d-%Y"
 _TS = r"[0-9]{2}:[0-9]{2}:[0-9]{2},[0-9]{2}-[0-9]{2}-[0-9]{4}"
 
-_HEX_RE = re.compile(r"[0-9A-Fa-f]+")
-_ACCOUNT_VALUE_RE = re.compile(r"[0-9A-Fa-f]{3,16}")
 _ROUTE_VALUE_RE = re.compile(r"[0-9A-Fa-f]{1,6}")
 # strict parts of a frame body, matched one after another by decode_frame()
 _ENVELOPE_RE = re.compile(r"(?P<crc>[0-9A-F]{4})(?P<length>0[0-9A-F]{3})(?P<body>.*)", re.S)
@@ -112,317 +123,6 @@ _REPLY_RE = re.compile(
 )
 _ROUTE_PART_RE = re.compile(r"(?P<tag>[RL])(?P<value>[0-9A-Fa-f]{1,6})")
 _ANY_TS_RE = re.compile(rf"_(?P<timestamp>{_TS})")
-# positions: X longitude DDDHMM.mmmm, Y latitude DDHMM.mmmm (H = hemisphere letter)
-_LON_RE = re.compile(r"X?(?P<deg>[0-9]{3})(?P<hemi>[EW])(?P<min>[0-9]{2}(?:\.[0-9]{1,8})?)")
-_LAT_RE = re.compile(r"Y?(?P<deg>[0-9]{2})(?P<hemi>[NS])(?P<min>[0-9]{2}(?:\.[0-9]{1,8})?)")
-_POSITION_TEXT_RE = re.compile(
-    r"(?P<lat>[0-9]{1,2}(?:\.[0-9]+)?)(?P<ns>[NS]) (?P<lon>[0-9]{1,3}(?:\.[0-9]+)?)(?P<ew>[EW])"
-    r"(?: (?:\+-|\+/-|±)(?P<acc>[0-9]+(?:\.[0-9]+)?)m)?(?: (?P<text>.*))?",
-    re.S,
-)
-
-
-# --------------------------------------------------------------------------- CRC, envelope
-def _crc_table() -> tuple[int, ...]:
-    table = []
-    for byte in range(256):
-        crc = byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
-        table.append(crc)
-    return tuple(table)
-
-
-_CRC_TABLE: Final = _crc_table()
-
-
-def crc16_arc(data: bytes) -> int:
-    """CRC-16/ARC (poly 0x8005 reflected = 0xA001, init 0, no final xor) of ``data``.
-
-    SIA DC-09 frame CRC (SPEC §4). ``crc16_arc(b"123456789") == 0xBB3D``.
-    """
-    crc = 0
-    for byte in data:
-        crc = (crc >> 8) ^ _CRC_TABLE[(crc ^ byte) & 0xFF]
-    return crc
-
-
-def wrap_frame(body: str) -> bytes:
-    """Put LF, CRC, length and CR around a frame body that starts at the ID's opening quote.
-
-    Raises ValidationError if ``body`` is not printable ASCII or longer than 0xFFF characters.
-    """
-    if not body.isascii() or not body.isprintable():
-        raise ValidationError("frame", "body must be printable ASCII")
-    if len(body) > MAX_BODY:
-        raise ValidationError("frame", f"body is {len(body)} chars; the length field allows {MAX_BODY}")
-    raw = body.encode("ascii")
-    return b"\n" + f"{crc16_arc(raw):04X}0{len(raw):03X}".encode("ascii") + raw + b"\r"
-
-
-# --------------------------------------------------------------------------- time, AES, text
-def format_timestamp(moment: datetime) -> str:
-    """``HH:MM:SS,MM-DD-YYYY`` in UTC (no leading ``_``) of an aware datetime (SPEC §4)."""
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValidationError("timestamp", "must be timezone-aware (SIA timestamps are UTC)")
-    return moment.astimezone(timezone.utc).strftime(_TS_FORMAT)
-
-
-def parse_timestamp(text: str) -> datetime:
-    """Inverse of :func:`format_timestamp`: an aware UTC datetime. Raises ValidationError."""
-    try:
-        return datetime.strptime(text.lstrip("_"), _TS_FORMAT).replace(tzinfo=timezone.utc)
-    except ValueError as exc:
-        raise ValidationError("timestamp", f"not HH:MM:SS,MM-DD-YYYY: {text!r}") from exc
-
-
-def aes_key(key: str | bytes) -> bytes:
-    """Raw AES key bytes from ``bytes`` (16/24/32 long) or a hex ``str`` (32/48/64 digits).
-
-    See the module docstring for pysiaalarm's convention. Raises ValidationError.
-    """
-    if isinstance(key, str):
-        if len(key) not in (32, 48, 64) or not _HEX_RE.fullmatch(key):
-            raise ValidationError(
-                "key",
-                "a str key must be 32/48/64 hex digits (AES-128/192/256); for a pysiaalarm-style "
-                "16/24/32-character key pass its ASCII bytes, e.g. key.encode()",
-            )
-        return bytes.fromhex(key)
-    if len(key) not in (16, 24, 32):
-        raise ValidationError("key", f"AES key must be 16, 24 or 32 bytes, got {len(key)}")
-    return bytes(key)
-
-
-def _aes(key: bytes, data: bytes, *, encrypt: bool) -> bytes:
-    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
-    cipher = Cipher(algorithms.AES(key), modes.CBC(bytes(16)))
-    op = cipher.encryptor() if encrypt else cipher.decryptor()
-    return op.update(data) + op.finalize()
-
-
-_TRANSLITERATE: Final = str.maketrans(
-    {
-        "æ": "ae", "Æ": "AE", "ø": "oe", "Ø": "OE", "å": "aa", "Å": "AA",
-        "ä": "ae", "Ä": "AE", "ö": "oe", "Ö": "OE", "ü": "ue", "Ü": "UE", "ß": "ss",
-        "ł": "l", "Ł": "L", "đ": "d", "Đ": "D", "ı": "i",
-        "[": "(", "]": ")", "|": "/",
-    }
-)
-
-
-def ascii_text(text: str, max_len: int = 120) -> str:
-    """Text safe inside an extended-data block: printable ASCII, no ``[]|``, ≤ ``max_len``.
-
-    Danish letters are transliterated (æ→ae, ø→oe, å→aa), accents dropped (é→e), brackets
-    and bars replaced by ``()`` and ``/``; anything else non-ASCII is removed and whitespace
-    collapsed.
-    """
-    decomposed = unicodedata.normalize("NFKD", text.translate(_TRANSLITERATE))
-    kept = "".join(c if c.isprintable() else " " for c in decomposed if c.isascii())
-    return " ".join(kept.split())[:max_len].rstrip()
-
-
-# --------------------------------------------------------------------------- positions
-def _degrees_minutes(value: float, width: int, pos: str, neg: str) -> str:
-    total = round(abs(value) * 600_000)  # in 1e-4 arc minutes, so rounding carries to degrees
-    degrees, rest = divmod(total, 600_000)
-    hemi = neg if value < 0 and total else pos
-    return f"{degrees:0{width}d}{hemi}{rest // 10_000:02d}.{rest % 10_000:04d}"
-
-
-def _check_range(name: str, value: float, limit: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValidationError(name, f"must be a finite number, got {value!r}")
-    if not -limit <= value <= limit:
-        raise ValidationError(name, f"must be within ±{limit:g} degrees, got {value}")
-
-
-def format_longitude(lon: float) -> str:
-    """``X`` extended data for a longitude in decimal degrees: ``X012E34.5678`` (DDDHMM.mmmm).
-
-    SPEC §4. Raises ValidationError outside -180..180.
-    """
-    _check_range("longitude", lon, 180.0)
-    return "X" + _degrees_minutes(lon, 3, "E", "W")
-
-
-def format_latitude(lat: float) -> str:
-    """``Y`` extended data for a latitude in decimal degrees: ``Y55N40.1234`` (DDHMM.mmmm).
-
-    SPEC §4. Raises ValidationError outside -90..90.
-    """
-    _check_range("latitude", lat, 90.0)
-    return "Y" + _degrees_minutes(lat, 2, "N", "S")
-
-
-def _parse_dm(pattern: re.Pattern[str], name: str, text: str, limit: float) -> float:
-    m = pattern.fullmatch(text)
-    if not m:
-        raise ValidationError(name, f"not in SIA {name} format: {text!r}")
-    minutes = float(m["min"])
-    if minutes >= 60:
-        raise ValidationError(name, f"minutes must be < 60: {text!r}")
-    value = int(m["deg"]) + minutes / 60
-    if value > limit:
-        raise ValidationError(name, f"beyond {limit:g} degrees: {text!r}")
-    return -value if m["hemi"] in "WS" else value
-
-
-def parse_position(x: str, y: str) -> tuple[float, float]:
-    """``(lat, lon)`` in decimal degrees from ``X``/``Y`` extended data (letter optional).
-
-    What an ARC decodes from :func:`format_longitude`/:func:`format_latitude` output.
-    Raises ValidationError.
-    """
-    lon = _parse_dm(_LON_RE, "longitude", x, 180.0)
-    lat = _parse_dm(_LAT_RE, "latitude", y, 90.0)
-    return lat, lon
-
-
-@dataclass(frozen=True, slots=True)
-class PositionText:
-    """A position read back from an ``I`` alarm text: degrees, metres, the remaining text."""
-
-    lat: float
-    lon: float
-    accuracy_m: float | None
-    text: str
-
-
-def format_position_text(
-    lat: float, lon: float, accuracy_m: float | None = None, text: str | None = None
-) -> str:
-    """Position as human-readable ASCII alarm text: ``55.66857N 12.57613E +-8m Anna, Site``.
-
-    Used when a receiver takes one extended-data block only (the ``I`` block then carries the
-    position). 5 decimals ≈ 1 m. Raises ValidationError for out-of-range coordinates.
-    """
-    _check_range("latitude", lat, 90.0)
-    _check_range("longitude", lon, 180.0)
-    parts = [f"{abs(lat):.5f}{'S' if lat < 0 else 'N'} {abs(lon):.5f}{'W' if lon < 0 else 'E'}"]
-    if accuracy_m is not None:
-        parts.append(f"+-{round(accuracy_m)}m")
-    if text:
-        parts.append(ascii_text(text))
-    return ascii_text(" ".join(parts), max_len=160)
-
-
-def parse_position_text(text: str) -> PositionText:
-    """Inverse of :func:`format_position_text` (``I`` prefix optional; ``±`` accepted).
-
-    Raises ValidationError when the text does not start with a position.
-    """
-    m = _POSITION_TEXT_RE.fullmatch(text[1:] if text.startswith("I") else text)
-    if not m:
-        raise ValidationError("text", f"does not start with 'DD.dddddN DDD.dddddE': {text!r}")
-    lat = float(m["lat"]) * (-1 if m["ns"] == "S" else 1)
-    lon = float(m["lon"]) * (-1 if m["ew"] == "W" else 1)
-    _check_range("latitude", lat, 90.0)
-    _check_range("longitude", lon, 180.0)
-    acc = float(m["acc"]) if m["acc"] is not None else None
-    return PositionText(lat, lon, acc, m["text"] or "")
-
-
-# --------------------------------------------------------------------------- Contact ID
-#: SPEC §3 event kind → (Contact ID event code, qualifier of the *new* event).
-CONTACT_ID_EVENTS: Final[Mapping[str, tuple[int, int]]] = MappingProxyType(
-    {
-        "panic": (120, 1),
-        "silent_panic": (122, 1),
-        "man_down": (101, 1),
-        "missed_checkin": (102, 1),
-        "lost_contact": (356, 1),
-        "low_battery": (302, 1),
-        "battery_restore": (302, 3),
-        "contact_restore": (356, 3),  # relay-raised: the device is heard again
-        "cancel": (406, 1),
-        "test": (601, 1),
-        "periodic_test": (602, 1),
-        "shift_start": (401, 3),  # 3 = start of supervision ("closing")
-        "shift_end": (401, 1),  # 1 = end of supervision ("opening")
-    }
-)
-_RESTORABLE: Final = frozenset(
-    {"panic", "silent_panic", "man_down", "missed_checkin", "lost_contact", "low_battery",
-     "battery_restore"}
-)
-# Contact ID code → SIA-DCS two-letter code for qualifier 1 (new) and 3 (restore); the same
-# pairs as pysiaalarm's ADM mapping, except 102, which it lacks: sent as QA/QH (emergency).
-_SIA_CODES: Final[Mapping[int, tuple[str, str]]] = MappingProxyType(
-    {
-        120: ("PA", "PH"), 122: ("HA", "HH"), 101: ("QA", "QH"), 102: ("QA", "QH"),
-        356: ("YC", "YK"), 302: ("YT", "YR"), 406: ("OC", "OC"), 601: ("RX", "RX"),
-        602: ("RP", "RP"), 401: ("OP", "CL"),
-    }
-)
-
-
-def contact_id_for(kind: str, restore: bool = False) -> tuple[int, int]:
-    """``(code, qualifier)`` of an event kind per the SPEC §3 table; ``restore`` → qualifier 3.
-
-    Raises ValidationError for an unknown kind or a restore of a kind that has none.
-    """
-    try:
-        code, qualifier = CONTACT_ID_EVENTS[kind]
-    except KeyError:
-        raise ValidationError(
-            "kind", f"no Contact ID for {kind!r}; known: {', '.join(sorted(CONTACT_ID_EVENTS))}"
-        ) from None
-    if restore:
-        if kind not in _RESTORABLE:
-            raise ValidationError("kind", f"{kind!r} has no restore")
-        qualifier = 3
-    return code, qualifier
-
-
-def sia_code(code: int, qualifier: int) -> str:
-    """SIA-DCS event code (``"PA"``…) for a Contact ID code/qualifier. Raises ValidationError."""
-    try:
-        new, restored = _SIA_CODES[code]
-    except KeyError:
-        raise ValidationError("code", f"no SIA-DCS code known for Contact ID {code:03d}") from None
-    return restored if qualifier == 3 else new
-
-
-@dataclass(frozen=True, slots=True)
-class ContactId:
-    """One Contact ID event (SIA DC-05 via DC-09 ``ADM-CID``; SPEC §3).
-
-    ``qualifier`` 1 new / 3 restore / 6 status; ``code`` 0..999; ``partition`` 0..99;
-    ``zone`` 0..999 (lonewatch: the worker number). Raises ValidationError when out of range.
-    """
-
-    qualifier: int
-    code: int
-    partition: int = 1
-    zone: int = 0
-
-    def __post_init__(self) -> None:
-        if self.qualifier not in (1, 3, 6):
-            raise ValidationError("qualifier", f"must be 1, 3 or 6, got {self.qualifier!r}")
-        for name, top in (("code", 999), ("partition", 99), ("zone", 999)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
-                raise ValidationError(name, f"must be an integer 0..{top}, got {value!r}")
-
-    def body(self, account: str) -> str:
-        """``ADM-CID`` data ``#acct|QEEE GG ZZZ``. Raises ValidationError for a bad account."""
-        acct = check_account(account)
-        return f"#{acct}|{self.qualifier}{self.code:03d} {self.partition:02d} {self.zone:03d}"
-
-    def sia_dcs_body(self, account: str) -> str:
-        """``SIA-DCS`` data ``#acct|Nri<partition>/<SIA code><zone:03d>`` (e.g. ``…|Nri1/PA017``)."""
-        acct = check_account(account)
-        return f"#{acct}|Nri{self.partition}/{sia_code(self.code, self.qualifier)}{self.zone:03d}"
-
-
-def check_account(account: str) -> str:
-    """A DC-09 account number upper-cased: 3-16 hex digits (SPEC §4). Raises ValidationError."""
-    if not isinstance(account, str) or not _ACCOUNT_VALUE_RE.fullmatch(account):
-        raise ValidationError("account", f"must be 3-16 hex digits, got {account!r}")
-    return account.upper()
 
 
 # --------------------------------------------------------------------------- frames

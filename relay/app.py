@@ -141,6 +141,7 @@ def add_operations(service: RelayService, cfg: RelayConfig, arc: ArcClient | Non
     service.supervisor = Supervisor(store, sweep_interval_s=cfg.supervision.sweep_interval_s,
                                     hold=service.broker_link.hold_until, mass_loss=service.mass_loss)  # type: ignore[attr-defined]
     service.components.append(service.supervisor)
+    service.components.append(__import__("relay.retention").retention.Purger(store, cfg.retention))  # issue 13
     if arc is not None:
         a = cfg.arc
         service.linktester = LinkTester(
@@ -149,6 +150,7 @@ def add_operations(service: RelayService, cfg: RelayConfig, arc: ArcClient | Non
             on_poll=metrics.on_poll, on_test=metrics.on_test,
         )  # fmt: skip
         service.components.append(service.linktester)
+    add_readiness(service, cfg, arc)
     if cfg.metrics.listen:
         host, _, port = cfg.metrics.listen.rpartition(":")
         service.health = HealthServer(host.strip("[]"), int(port), lambda: health_report(service), metrics.exposition)  # type: ignore[attr-defined]
@@ -174,6 +176,25 @@ def add_outage_guard(service: RelayService, cfg: RelayConfig, arc: ArcClient | N
     service.mass_loss = MassLoss(service.store, events, threshold=f.mass_loss_threshold,  # type: ignore[attr-defined]
                                  window_s=f.mass_loss_window_s)
     service.components.append(link)
+
+
+def add_readiness(service: RelayService, cfg: RelayConfig, arc: ArcClient | None) -> None:
+    """Issue 12: the ARC link answer in the shift-start ack, readiness records, the ready
+    timeout (first contact told) and outage spans (:mod:`relay.readiness`)."""
+    from .alarms import AlarmStore
+    from .readiness import ReadinessTracker
+
+    store = service.store
+    tracker = ReadinessTracker(
+        store, RegistryStore(store), AlarmStore(store), ready_timeout_s=cfg.readiness.ready_timeout_s,
+        enabled=cfg.readiness.enabled, arc_configured=arc is not None,
+        poll_status=lambda: service.linktester.status() if service.linktester is not None else {},
+    )  # fmt: skip
+    service.readiness = tracker  # type: ignore[attr-defined]
+    service.pipeline.received_detail = tracker.ack_detail
+    service.pipeline.on_stored = _chain(tracker.on_stored, service.pipeline.on_stored)
+    service.dispatcher.on_result = _chain(tracker.on_result, service.dispatcher.on_result)
+    service.components.append(tracker)
 
 
 def run_forever(cfg: RelayConfig) -> None:

@@ -161,8 +161,9 @@ class ArcAlarm:
     ``account`` 3-16 hex digits; ``fmt`` ``"ADM-CID"`` (default) or ``"SIA-DCS"``;
     ``position`` ``(lat, lon, accuracy_m)`` in degrees/metres (accuracy may be None) → ``X``/``Y``
     blocks; ``occurred_at`` aware datetime of the event → ``H`` block (late delivery);
-    ``text`` worker/site → ``I`` block, made ASCII-safe by :func:`protocol.sia.ascii_text`.
-    Raises ValidationError on construction.
+    ``text`` worker/site → ``I`` block, made ASCII-safe by :func:`protocol.sia.ascii_text`;
+    ``place`` ``(building, floor, room)`` from a BLE beacon (issue 12, "" = unknown part) →
+    ``O``/``L``/``R`` blocks, ASCII-safe likewise. Raises ValidationError on construction.
     """
 
     account: str
@@ -171,6 +172,7 @@ class ArcAlarm:
     position: tuple[float, float, float | None] | None = None
     occurred_at: datetime | None = None
     text: str | None = None
+    place: tuple[str, str, str] | None = None
 
     def __post_init__(self) -> None:
         if self.fmt not in ("ADM-CID", "SIA-DCS"):
@@ -184,6 +186,9 @@ class ArcAlarm:
             format_timestamp(self.occurred_at)
         if self.text is not None:
             object.__setattr__(self, "text", ascii_text(self.text) or None)
+        if self.place is not None:
+            place = tuple(ascii_text(p or "", 64) for p in self.place)
+            object.__setattr__(self, "place", place if any(place) else None)
 
     def data(self) -> str:
         """The frame's data: ``#acct|QEEE GG ZZZ`` (ADM-CID) or ``#acct|Nri<p>/<code><zone>``."""
@@ -195,23 +200,31 @@ class ArcAlarm:
 def plan_xdata(alarm: ArcAlarm, limit: int | None = None) -> tuple[str, ...]:
     """Extended-data blocks for ``alarm`` with at most ``limit`` blocks (None = all).
 
-    Priority: position (``X`` + ``Y``), then ``H``, then ``I``; wire order X, Y, H, I. When only
-    one block fits and there is a position, a single ``I`` block carries position and text
-    (:func:`protocol.sia.format_position_text`, read back by ``parse_position_text``).
+    Priority: position (``X`` + ``Y``), then the place (``R`` room, ``L`` floor, ``O``
+    building: issue 12), then ``H``, then ``I``; wire order X, Y, O, L, R, H, I (SPEC §4:
+    position first). When only one block fits, a single ``I`` block carries position (if any,
+    :func:`protocol.sia.format_position_text`, read back by ``parse_position_text``), the
+    place (``building / floor / room``) and the text.
     """
     pos, when, text = alarm.position, alarm.occurred_at, alarm.text
     xy = (format_longitude(pos[1]), format_latitude(pos[0])) if pos else ()
+    olr = tuple(f"{tag}{value}" for tag, value in zip("OLR", alarm.place or ()) if value)
     h = ("H" + format_timestamp(when),) if when else ()
     i = ("I" + text,) if text else ()
-    full = (*xy, *h, *i)
+    full = (*xy, *olr, *h, *i)
     if limit is None or limit >= len(full):
         return full
     if limit <= 0:
         return ()
-    if pos and limit == 1:
-        return ("I" + format_position_text(pos[0], pos[1], pos[2], text),)
-    room = limit - len(xy)
-    return (*xy, *(h + i)[:room])
+    if limit == 1 and (pos or olr):
+        where = " / ".join(p for p in alarm.place or () if p)
+        joined = ", ".join(p for p in (where, text) if p) or None
+        if pos:
+            return ("I" + format_position_text(pos[0], pos[1], pos[2], joined),)
+        return ("I" + ascii_text(joined or ""),)
+    rest = limit - len(xy)
+    kept = set((*olr[::-1], *h, *i)[:rest])  # room before floor before building
+    return (*xy, *(b for b in (*olr, *h, *i) if b in kept))
 
 
 # --------------------------------------------------------------------------- results

@@ -21,6 +21,7 @@ from protocol.configfile import ConfigChecker, ConfigSource, load_toml
 
 from .arc import ArcReceiver
 from .config_faults import FaultsSection, faults_section
+from .retention import RetentionSection, retention_section
 
 __all__ = [
     "ARC_FORMATS",
@@ -207,6 +208,16 @@ class MetricsSection:
 
 
 @dataclass(frozen=True)
+class ReadinessSection:
+    """``[readiness]`` (issue 12, :mod:`relay.readiness`): a device on shift whose self-test
+    has not reported "ready" within ``ready_timeout_s`` seconds of its shift start makes the
+    relay tell the first contact (``enabled`` false: only recorded)."""
+
+    enabled: bool = True
+    ready_timeout_s: float = 300.0
+
+
+@dataclass(frozen=True)
 class RelayConfig:
     """The whole ``relay.toml``. Build with :func:`load_relay_config` or :meth:`from_dict`."""
 
@@ -220,6 +231,8 @@ class RelayConfig:
     supervision: SupervisionSection = field(default_factory=SupervisionSection)
     metrics: MetricsSection = field(default_factory=MetricsSection)
     faults: FaultsSection = field(default_factory=FaultsSection)
+    retention: RetentionSection = field(default_factory=RetentionSection)  # issue 13
+    readiness: ReadinessSection = field(default_factory=ReadinessSection)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>") -> RelayConfig:
@@ -390,11 +403,17 @@ def _build(source: ConfigSource) -> RelayConfig:
 
     notify, modem = _notify_sections(root)
     supervision, metrics = _operations_sections(root)
+    retention = retention_section(root)
+    root.has("console")  # [console] belongs to the console process: console.config checks it (issue 13)
+    t = root.table("readiness")
+    readiness = ReadinessSection(enabled=t.boolean("enabled", True),
+                                 ready_timeout_s=t.number("ready_timeout_s", ReadinessSection.ready_timeout_s, min=1, max=86400))
     faults = faults_section(root)
     checker.finish()
     return RelayConfig(relay=relay, mqtt=mqtt, redis=redis, arc=arc,
                        registry=RegistrySection(file=registry_path), notify=notify, modem=modem,
-                       supervision=supervision, metrics=metrics, faults=faults)
+                       supervision=supervision, metrics=metrics, retention=retention, readiness=readiness,
+                       faults=faults)
 
 
 def _check_listen(value: str) -> str | None:

@@ -23,12 +23,13 @@ from protocol.sia import ContactId, contact_id_for
 
 from .arc import ArcAlarm, ArcClient, ArcError, ArcRejectedError, ArcResult
 from .arc_policy import INFORMATIONAL_KINDS, ArcFaults
+from .places import with_place
 from .store import ARC_TERMINAL, DeviceEntry, Store, StoreError
 
 log = logging.getLogger(__name__)
 
 #: Event kinds that are not sent to the ARC (check-in bookkeeping stays in the relay).
-NOT_FOR_ARC = frozenset({"checkin_start", "checkin_done"})
+NOT_FOR_ARC = frozenset({"checkin_start", "checkin_done", "readiness", "unprotected"})  # last two: issue 12
 #: A device-queued event older than this (relay clock vs event time) carries its time of
 #: occurrence as ``H`` extended data (SPEC §4), in seconds.
 LATE_AFTER_S = 30.0
@@ -205,6 +206,7 @@ class Dispatcher:
             return
         entry = self.store.device(event.device)
         alarm = arc_alarm_of(event, entry, partition=self.partition, fmt=self.fmt) if entry and to_arc else None
+        alarm = with_place(alarm, self.store, event)  # issue 12: building/floor/room from the beacon
         if alarm is None or self.arc is None:
             self.store.mark_event(event_id, arc="not_sent" if alarm is None and to_arc else "no_arc")
             if alarm is not None:

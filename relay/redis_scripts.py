@@ -29,8 +29,14 @@ from __future__ import annotations
 
 from typing import Final
 
+#: Device state fields that tell where the worker is: stored only while on shift (issue 13).
+LOCATION_FIELDS: Final = ("lat", "lon", "accuracy_m", "fixed_at", "place", "beacons",
+                          "beacon", "beacon_rssi", "beacon_at")  # last three: issue 12 (relay/places.py)
+
 #: Shared helpers, prepended to the device scripts.
-_LIB: Final = r"""
+_LIB: Final = "local LOCATION_LIST = {" + ", ".join(f"'{f}'" for f in LOCATION_FIELDS) + "}" + r"""
+local LOCATION_FIELDS = {}
+for _, f in ipairs(LOCATION_LIST) do LOCATION_FIELDS[f] = true end
 local function fmt(t) return string.format('%.3f', t) end
 
 local function policy(sup, d_interval, d_missed, d_grace, d_mode)
@@ -128,6 +134,7 @@ if kind == 'shift_start' then
   force = true
 elseif kind == 'shift_end' then
   redis.call('HSET', KEYS[3], 'on_shift', '0')
+  redis.call('HDEL', KEYS[2], unpack(LOCATION_LIST))  -- off shift: forget where the worker was
 elseif kind == 'checkin_start' then
   local last_missed = tonumber(redis.call('HGET', KEYS[3], 'device_missed_ts'))
   local ts = tonumber(ARGV[12])
@@ -161,7 +168,13 @@ UPDATE_ALIVE: Final = _LIB + r"""
 -- ARGV: now, device, event prefix, interval, missed, grace, mode, ttl, field, value, …
 local now, dev, prefix, ttl = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[8])
 local fields = {}
-for i = 9, #ARGV do table.insert(fields, ARGV[i]) end
+-- Data kept no longer than needed (issue 13): where the worker is, only while on shift.
+local on_shift = redis.call('HGET', KEYS[2], 'on_shift') == '1'
+for i = 9, #ARGV - 1, 2 do
+  if on_shift or not LOCATION_FIELDS[ARGV[i]] then
+    table.insert(fields, ARGV[i]); table.insert(fields, ARGV[i + 1])
+  end
+end
 if #fields > 0 then redis.call('HSET', KEYS[1], unpack(fields)) end
 local limit, mode = policy(KEYS[2], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
 local r = heard(dev, prefix, KEYS[2], KEYS[1], KEYS[3], now, ttl)

@@ -29,24 +29,24 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from os import PathLike
 from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
-import redis
 
+import i18n
 from protocol.configfile import ConfigChecker, ConfigError, ConfigSource, TableReader, load_toml
 
-from .store import DeviceEntry, Store, StoreError, registry_key
+from .store import DeviceEntry
 
 __all__ = [
     "LANGUAGES", "POLICIES", "ROLES", "ArcAccount", "Contact", "Device", "RegistryDoc",
     "RegistryStore", "Site", "Worker", "dump_registry_toml", "load_registry_toml", "normalize_phone",
 ]
 
-LANGUAGES: Final = ("da", "en", "pl", "ro", "uk", "ar")
+LANGUAGES: Final = i18n.LANGUAGES  # the languages with catalogs (issue 13)
 ROLES: Final = ("manager", "employer", "safety_representative", "guard", "colleague")
 POLICIES: Final = ("arc_then_contacts", "contacts_only", "arc_only")
 DEFAULT_ESCALATE_AFTER_S: Final = 120
@@ -113,6 +113,8 @@ class Site:
     lat: float | None = None
     lon: float | None = None
     contacts: tuple[Contact, ...] = ()
+    #: Site voice lines called after the account's (E.164; issue 11), e.g. a guard desk.
+    voice_numbers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,8 @@ class ArcAccount:
     account: str
     name: str = ""
     notes: str = ""
+    #: The ARC's voice lines for listen-in calls (E.164, in order; issue 11).
+    voice_numbers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -199,6 +203,14 @@ class RegistryDoc:
         language = worker.language if worker else (device.language or "da")
         return DeviceEntry(device.id, account, zone, device.worker, device.site, language)
 
+    def voice_numbers_for(self, device: Device) -> tuple[str, ...]:
+        """The numbers ``device`` calls for listen-in (issue 11): its ARC account's voice lines,
+        then its site's, each once (what ``lonewatch provision`` writes to ``[voice] numbers``)."""
+        site = self.site(device.site)
+        account = self.account(device.account or (site.account if site else ""))
+        numbers = (account.voice_numbers if account else ()) + (site.voice_numbers if site else ())
+        return tuple(dict.fromkeys(numbers))
+
     def contacts_for(self, device: Device) -> tuple[Contact, ...]:
         """The ordered contacts for an alarm from ``device``: the worker's, then the site's,
         a contact whose phone or e-mail was listed already is skipped."""
@@ -245,9 +257,9 @@ def _entity_dict(kind: str, entity: Any) -> dict[str, Any]:
             if value:
                 out["contacts"] = [_entity_dict("contacts", c) for c in value]
             continue
-        if value is None or value == "" or (name in ("policy", "escalate_after_s") and value == spec.default):
+        if value is None or value == "" or value == () or (name in ("policy", "escalate_after_s") and value == spec.default):
             continue
-        out[name] = value
+        out[name] = list(value) if isinstance(value, tuple) else value
     return out
 
 
@@ -284,6 +296,8 @@ def dump_registry_toml(doc: RegistryDoc) -> str:
 
 
 def _toml_value(value: Any) -> str:
+    if isinstance(value, list):  # voice_numbers
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, str):
         return json.dumps(value, ensure_ascii=False)  # a JSON string is a TOML basic string
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -316,6 +330,23 @@ def _contact(t: TableReader, region: str | None) -> Contact:
     return Contact(name, role, phone, email, language)
 
 
+def read_voice_numbers(t: TableReader, region: str | None) -> tuple[str, ...]:
+    """``voice_numbers`` of an account or site: phone numbers (validated with
+    ``phonenumbers`` like contacts' phones), stored as E.164, no repeats (issue 11)."""
+    out: list[str] = []
+    for i, text in enumerate(t.string_list("voice_numbers", [])):
+        try:
+            number = normalize_phone(text, region)
+        except ValueError as exc:
+            t.checker.problem(t.keypath + ("voice_numbers", i), f"{exc}, got \"{text}\"")
+            continue
+        if number in out:
+            t.checker.problem(t.keypath + ("voice_numbers", i), f"duplicate {number}")
+            continue
+        out.append(number)
+    return tuple(out)
+
+
 def _zone_check(value: str) -> str | None:
     if not value:
         return None
@@ -324,32 +355,6 @@ def _zone_check(value: str) -> str | None:
     except (ZoneInfoNotFoundError, ValueError):
         return f"must be an IANA time zone such as \"Europe/Copenhagen\", got \"{value}\""
     return None
-
-
-def import_registry_file(registry: RegistryStore, path: str | PathLike[str], *, replace: bool = False) -> dict[str, int]:
-    """Validate the file and store it (merged by name unless ``replace``). A file that refers
-    to workers/sites/accounts stored earlier is fine when merging: the merged registry is
-    validated as a whole. Returns the counts of :meth:`RegistryStore.save`.
-
-    Raises:
-        ConfigError: the file's own problems with file:line (nothing is written).
-        StoreError: Redis failed.
-    """
-    try:
-        doc = load_registry_toml(path)
-    except ConfigError as strict:
-        if replace:
-            raise
-        try:
-            doc = _build(load_toml(path), partial=True)
-            registry.load()  # a merge needs the stored part; fails like save would
-        except ConfigError:
-            raise strict from None
-        try:
-            return registry.save(doc)
-        except ConfigError:
-            raise strict from None
-    return registry.save(doc, replace=replace)
 
 
 def _build(source: ConfigSource, *, partial: bool = False) -> RegistryDoc:
@@ -376,7 +381,8 @@ def _build(source: ConfigSource, *, partial: bool = False) -> RegistryDoc:
     for t in root.tables("accounts"):
         a = ArcAccount(t.string("account", pattern=ACCOUNT_PATTERN,
                                 describe="3-16 hexadecimal characters").upper(),
-                       t.string("name", "", max_len=128), t.string("notes", "", max_len=1000))
+                       t.string("name", "", max_len=128), t.string("notes", "", max_len=1000),
+                       read_voice_numbers(t, region or None))
         unique(t, "accounts", "account", a.account)
         accounts.append(a)
     known_accounts = {a.account for a in accounts}
@@ -416,6 +422,7 @@ def _build(source: ConfigSource, *, partial: bool = False) -> RegistryDoc:
             timezone=t.string("timezone", "", check=_zone_check),
             lat=lat, lon=lon,
             contacts=tuple(_contact(c, region or None) for c in t.tables("contacts")),
+            voice_numbers=read_voice_numbers(t, region or None),
         )
         unique(t, "sites", "name", s.name)
         sites.append(s)
@@ -467,145 +474,13 @@ def _build(source: ConfigSource, *, partial: bool = False) -> RegistryDoc:
     return RegistryDoc(tuple(accounts), tuple(workers), tuple(sites), tuple(devices), region)
 
 
-# --------------------------------------------------------------------------- Redis
-
-
-@dataclass(frozen=True)
-class Resolved:
-    """Everything escalation needs about one device, read from Redis in one round trip."""
-
-    device: Device
-    entry: DeviceEntry
-    worker: Worker | None
-    site: Site | None
-    contacts: tuple[Contact, ...]
-
-    @property
-    def policy(self) -> str:
-        return self.site.policy if self.site else "arc_then_contacts"
-
-    @property
-    def escalate_after_s(self) -> int:
-        return self.site.escalate_after_s if self.site else DEFAULT_ESCALATE_AFTER_S
-
-
-def _to_json(kind: str, entity: Any) -> str:
-    return json.dumps(_entity_dict(kind, entity), ensure_ascii=False, separators=(",", ":"))
-
-
-class RegistryStore:
-    """The registry in Redis (``lw:{reg}:accounts|workers|sites|devices`` hashes of JSON,
-    ``lw:{reg}:meta`` for ``default_region``).
-
-    Every method raises :class:`relay.store.StoreError` when Redis fails and
-    :class:`protocol.configfile.ConfigError` when a change would make the registry invalid
-    (nothing is written then).
-    """
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self.r = store.r
-
-    def load(self) -> RegistryDoc:
-        """The whole registry (validated again, so a hand-edited Redis cannot slip through)."""
-        pipe = self.r.pipeline(transaction=False)
-        for kind in _KINDS:
-            pipe.hgetall(registry_key(kind))
-        pipe.hget(registry_key("meta"), "default_region")
-        *raw, region = self.store._call(pipe.execute)
-        data: dict[str, Any] = {"default_region": (region or b"").decode()}
-        for kind, items in zip(_KINDS, raw):
-            data[kind] = [json.loads(v) for _, v in sorted(items.items())]
-        return RegistryDoc.from_dict(data, "redis registry")
-
-    def save(self, doc: RegistryDoc, *, replace: bool = False) -> dict[str, int]:
-        """Write ``doc``: merged into what is stored (entities with the same name/id are
-        replaced, others kept) or, with ``replace``, instead of it. The result is validated
-        as a whole first. Returns counts per kind plus ``removed_devices``.
-
-        Raises ConfigError (nothing written), StoreError.
-        """
-        for _attempt in range(10):
-            with self.r.pipeline(transaction=True) as pipe:
-                try:
-                    pipe.watch(registry_key("version"))
-                    current = self.load()
-                    final = RegistryDoc.from_dict(doc.to_dict() if replace else current.merged(doc),
-                                                  "registry after import")
-                    pipe.multi()
-                    for kind in _KINDS:
-                        pipe.delete(registry_key(kind))
-                        items = {_key_of(kind, e): _to_json(kind, e) for e in getattr(final, kind)}
-                        if items:
-                            pipe.hset(registry_key(kind), mapping=items)
-                    pipe.hset(registry_key("meta"), "default_region", final.default_region)
-                    pipe.incr(registry_key("version"))
-                    pipe.execute()
-                except redis.WatchError:
-                    continue
-                except redis.RedisError as exc:
-                    raise StoreError(f"redis: {exc}") from exc
-            break
-        else:
-            raise StoreError("registry changed concurrently 10 times in a row; try again")
-        removed = {d.id for d in current.devices} - {d.id for d in final.devices}
-        self.store.register_many([final.entry(d) for d in final.devices], remove=sorted(removed))
-        counts = {kind: len(getattr(final, kind)) for kind in _KINDS}
-        counts["removed_devices"] = len(removed)
-        return counts
-
-    def change(self, edit: Any) -> RegistryDoc:
-        """Apply ``edit(doc_dict) -> None`` (mutating the TOML-shaped dict of the stored
-        registry), validate the result and store it. Returns the new registry.
-
-        Raises ConfigError (nothing written), StoreError."""
-        data = self.load().to_dict()
-        edit(data)
-        doc = RegistryDoc.from_dict(data, "registry")
-        self.save(doc, replace=True)
-        return doc
-
-    def resolve(self, device_id: str) -> Resolved | None:
-        """Device, worker, site and merged contacts for ``device_id``; None if unknown."""
-        raw = self.store._call(self.r.hget, registry_key("devices"), device_id)
-        if raw is not None:
-            d = json.loads(raw)
-            device = Device(d["id"], d.get("worker", ""), d.get("site", ""), d.get("account", ""),
-                            d.get("zone"), d.get("language"))
-        else:  # registered only as a pipeline entry (e.g. by `lonewatch provision`)
-            entry = self.store.device(device_id)
-            if entry is None:
-                return None
-            device = Device(device_id, entry.worker, entry.site, entry.account, entry.zone, entry.language)
-        pipe = self.r.pipeline(transaction=False)
-        pipe.hget(registry_key("workers"), device.worker)
-        pipe.hget(registry_key("sites"), device.site)
-        w_raw, s_raw = self.store._call(pipe.execute)
-        worker = _worker_from(json.loads(w_raw)) if w_raw else None
-        site = _site_from(json.loads(s_raw)) if s_raw else None
-        doc = RegistryDoc(workers=(worker,) if worker else (), sites=(site,) if site else ())
-        entry = doc.entry(device)
-        if raw is None and worker is not None and device.zone not in (None, worker.number):
-            entry = replace(entry, zone=device.zone or 0)  # the ARC knows the zone it was given
-        return Resolved(device, entry, worker, site, doc.contacts_for(device))
-
-
-def _contacts_from(items: list[dict[str, Any]] | None) -> tuple[Contact, ...]:
-    return tuple(Contact(**c) for c in items or ())
-
-
-def _worker_from(d: dict[str, Any]) -> Worker:
-    return Worker(d["name"], d["number"], d.get("language", "da"), _contacts_from(d.get("contacts")))
-
-
-def _site_from(d: dict[str, Any]) -> Site:
-    fields = {k: v for k, v in d.items() if k != "contacts"}
-    return replace(Site(**fields), contacts=_contacts_from(d.get("contacts")))
-
-
 def check_registry_file(path: str | PathLike[str]) -> RegistryDoc:
     """Alias of :func:`load_registry_toml` for ``lonewatch check-config registry``."""
     return load_registry_toml(path)
 
 
-__all__ += ["ConfigError", "Resolved", "check_registry_file", "merge_contacts"]
+__all__ += ["ConfigError", "Resolved", "check_registry_file", "import_registry_file", "merge_contacts"]
+
+# The Redis side, re-exported so that ``from relay.registry import RegistryStore`` keeps working
+# (imported last: it builds on the model above).
+from relay.registry_store import RegistryStore, Resolved, import_registry_file  # noqa: E402

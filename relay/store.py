@@ -437,6 +437,8 @@ class Store:
         if alive.position is not None:
             p = alive.position
             state.update(lat=p.lat, lon=p.lon, accuracy_m="" if p.accuracy_m is None else p.accuracy_m, fixed_at=p.fixed_at)
+        b = alive.beacon  # issue 12: the beacon the device takes as its place ("" = none heard)
+        state.update(beacon=b.id if b else "", beacon_rssi=b.rssi if b else "", beacon_at=f"{time.time():.3f}" if b else "")
         now, dev = time.time(), alive.device
         flat = [x for kv in state.items() for x in kv]
         args = [f"{now:.3f}", dev, device_key(dev, "event:"), *self._policy_args(), EVENT_TTL_S, *flat]

@@ -67,7 +67,7 @@ def test_doctor_passes_every_check_on_a_good_installation(lab, device_toml):
     checks = _by_name(doc)
     assert code == 0 and doc["failures"] == 0
     assert [c["check"] for c in doc["checks"]] == ["config", "button", "modem.port", "modem.sim", "modem.registration",
-                                                  "modem.signal", "modem.gnss", "broker", "relay", "clock"]
+                                                  "modem.signal", "modem.gnss", "modem.voice", "broker", "relay", "clock"]
     assert all(c["status"] == "pass" for c in doc["checks"]), doc
     assert checks["broker"]["tls"].startswith("TLSv1.")
     assert abs(checks["clock"]["offset_s"]) < CLOCK_LIMIT_S
@@ -153,6 +153,18 @@ def test_modem_problems_each_fail_with_their_fix(sim_cfg):
     assert checks["modem.registration"].status == "fail" and "antenna" in checks["modem.registration"].fix
     assert checks["modem.signal"].status == "fail" and checks["modem.signal"].data["signal_dbm"] == -109
     assert checks["modem.gnss"].status == "warn"  # the simulator has no fix unless told
+
+
+def test_serial_console_on_the_modem_uart_says_how_to_disable_it(sim_cfg):
+    from modem.simulator import ModemSimulator
+
+    with ModemSimulator(flavour="sim7600") as sim:
+        sim.serial_console = True  # agetty answers: "Password:" after "AT"
+        mc = replace(sim_cfg.modem, port=sim.port, flavour="sim7600")
+        checks = {c.name: c for c in Doctor(replace(sim_cfg, modem=mc)).run(frozenset({"button", "broker", "clock"}))}
+    port = checks["modem.port"]
+    assert port.status == "fail" and "login console" in port.detail
+    assert "raspi-config" in port.fix and "console=serial0" in port.fix and "cmdline.txt" in port.fix
 
 
 def test_button_not_pressed_in_time_fails(sim_cfg):

@@ -105,6 +105,7 @@ def test_cgpsinfo_parser_gives_a_sendable_fix_none_or_a_reply_error(line: str) -
 @FAST
 @given(st.one_of(_qgps, lines))
 @example("+QGPSLOC: 130528.000,55.66857,12.57613,1.2,15.0,3,0.0,0.0,0.0,301126,07")
+@example("+QGPSLOC: 130528.000,55.66857,12.57613,200001.0,15.0,3,0.0,0.0,0.0,301126,07")  # accuracy > 1e6 m
 def test_qgpsloc_parser_gives_a_sendable_fix_or_a_reply_error(line: str) -> None:
     try:
         fix = parse_qgpsloc("AT+QGPSLOC=2", line)

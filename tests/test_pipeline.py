@@ -90,7 +90,15 @@ def test_pipeline_keeps_working_after_bad_input(pipeline: Pipeline, store: Store
     assert pipeline.counts["dead_letter"] == 4
 
 
+def _on_shift(pipeline: Pipeline) -> None:
+    """Positions are stored only on shift (issue 13)."""
+    ev = Event("lw-0001", 900, "shift_start", 1.0, None, {})
+    assert pipeline.handle("lonewatch/lw-0001/event", encode(ev)).outcome == "stored"
+
+
 def test_alive_and_status_update_state(pipeline: Pipeline, store: Store, acks: list) -> None:
+    _on_shift(pipeline)
+    acks.clear()
     alive = Alive("lw-0001", 1.0, 80, -75, "home", Position(55.0, 12.0, 4.0, 1.0), 10.0, "0.1.0", 2)
     assert pipeline.handle("lonewatch/lw-0001/alive", encode(alive)).outcome == "alive"
     assert pipeline.handle("lonewatch/lw-0001/status", encode(Status("lw-0001", "offline", 1.0))).outcome == "status"
@@ -114,6 +122,7 @@ def test_sequence_numbers_wrap_9999_to_1(store: Store) -> None:
 
 def test_alive_without_accuracy_is_stored(pipeline: Pipeline, store: Store) -> None:
     # SIM7600 +CGPSINFO reports no HDOP: accuracy unknown must not break the relay.
+    _on_shift(pipeline)
     alive = Alive("lw-0001", 1.0, None, None, "home", Position(55.0, 12.0, None, 7.0), 10.0, "0.1.0", 0)
     assert pipeline.handle("lonewatch/lw-0001/alive", encode(alive)).outcome == "alive"
     st = store.state("lw-0001")

@@ -85,6 +85,8 @@ class ModemSmsChannel:
         self.send_timeout_s = send_timeout_s
         self._pin = sim_pin
         self._modem = modem_factory(port, urc_handler=self._on_urc, flavour=flavour)
+        if hasattr(self._modem, "add_reinit_listener"):  # a restarted modem: our settings again
+            self._modem.add_reinit_listener(lambda m: self._sms_settings())
         self._ready = False
         self._lock = threading.Lock()  # open/init and whole messages (parts stay together)
         self._wake: queue.Queue[str] = queue.Queue()
@@ -121,12 +123,17 @@ class ModemSmsChannel:
         self._modem.close()
         self._modem.open()
         self._modem.init(pin=self._pin or None)
+        self._sms_settings()
+        self._ready = True
+
+    def _sms_settings(self) -> None:
+        """PDU mode and new-SMS indications (after init, and after the driver re-initialised
+        a modem that restarted). Raises ModemError for PDU mode."""
         self._modem.command("AT+CMGF=0")
         try:
             self._modem.command("AT+CNMI=2,1,0,0,0")
         except ModemError as exc:  # polling still finds replies
             log.warning("modem does not take AT+CNMI (%s); replies are found by polling", exc)
-        self._ready = True
 
     # --- sending ------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""Texts told to contacts, in their language: da, en, pl, ro, uk, ar (SPEC §3, issue 4).
+"""Texts told to contacts, in their language: da, en, pl, ro, uk, ar (SPEC §3, issue 4); the
+wording lives in the gettext catalogs of domain ``notify`` (:mod:`i18n`, issue 13).
 
 Messages (:data:`MESSAGES`): ``alarm`` (who, what, where, when, map link, escape routes,
 alarm system, how to acknowledge), ``cancelled`` (the worker cancelled: CID 406), ``restored``
@@ -22,6 +23,7 @@ from datetime import datetime, timezone
 from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from i18n import LANGUAGES, N_, translation
 from protocol.errors import ValidationError
 
 __all__ = ["ACK_WORDS", "KIND_NAMES", "MESSAGES", "MessageContext", "Rendered", "map_link",
@@ -30,103 +32,66 @@ __all__ = ["ACK_WORDS", "KIND_NAMES", "MESSAGES", "MessageContext", "Rendered", 
 SMS_NOTE_CHARS: Final = 160
 DEFAULT_MAP_URL: Final = "https://maps.google.com/?q={lat:.5f},{lon:.5f}"
 
-#: Names of the alarm kinds per language.
+#: Alarm kind → its name (message id; the catalogs hold the translations).
+_KIND_IDS: Final[dict[str, str]] = {
+    "panic": N_("Panic alarm"),
+    "silent_panic": N_("Silent alarm"),
+    "man_down": N_("Man down"),
+    "missed_checkin": N_("Missed check-in"),
+    "lost_contact": N_("Lost contact with device"),
+    "low_battery": N_("Low battery"),
+    "not_ready": N_("Device NOT ready at shift start"),  # issue 12: the ready-timeout notice
+}
+
+# The alarm's line labels, then the other messages (message ids). ``{…}`` are filled by render.
+_TEXT_IDS: Final[dict[str, str]] = {
+    # TRANSLATORS: first line of an alarm SMS/e-mail; {kind} is the alarm kind, e.g. "Silent alarm".
+    "head": N_("ALARM: {kind}"),
+    "worker": N_("Worker: {worker}"),
+    "site": N_("Site: {site}"),
+    "address": N_("Address: {address}"),
+    # TRANSLATORS: {time} is e.g. "2026-11-30 23:05 CET".
+    "time": N_("Time: {time}"),
+    # TRANSLATORS: {map} is a map link (https://…).
+    "map": N_("Position: {map}"),
+    "nomap": N_("Position: unknown"),
+    "escape": N_("Escape routes: {escape_routes}"),
+    "alarmsys": N_("Alarm system: {alarm_system}"),
+    # TRANSLATORS: the contact replies to the SMS; "OK" must stay (any language's yes word works too).
+    "ack": N_("Reply OK to acknowledge (ref {ref})."),
+    # TRANSLATORS: e-mail subject of an alarm.
+    "subject": N_("ALARM: {kind} – {worker}"),
+    # TRANSLATORS: keep the first word and the colon: the part before the colon becomes the e-mail subject.
+    "cancelled": N_("CANCELLED: The alarm from {worker} ({kind}, ref {ref}) was cancelled by the worker."),
+    # TRANSLATORS: keep the first word and the colon: the part before the colon becomes the e-mail subject.
+    "restored": N_("RESTORED: {kind} – {worker}: back to normal (ref {ref})."),
+    # TRANSLATORS: {by} is the name of the contact who took the alarm.
+    "acknowledged": N_("ACKNOWLEDGED: The alarm from {worker} (ref {ref}) was acknowledged by {by}."),
+    # TRANSLATORS: e-mail subject of the messages after an alarm; {what} is their first word, e.g. "CANCELLED".
+    "subject_news": N_("{what}: {worker} (ref {ref})"),
+    # TRANSLATORS: {refs} lists the open alarms, e.g. "17 (Anna), 18 (Ole)"; {example} is one ref.
+    "ambiguous": N_("Several alarms are open: {refs}. Reply OK and the ref, e.g. \"OK {example}\"."),
+    # issue 12: the worker's place from a BLE beacon, and the not-ready notice to the first contact
+    # TRANSLATORS: {place} is e.g. "Main building, floor -1, Laundry (door code 4711)".
+    "place": N_("Place: {place}"),
+    # TRANSLATORS: a numbered floor, e.g. "floor -1".
+    "floor": N_("floor {floor}"),
+    # TRANSLATORS: {detail} lists the failed self-test checks, e.g. "battery: 12 % (need >= 30 %)".
+    "not_ready": N_("NOT READY: {worker}'s lonewatch device did not pass its self-test after the shift start "
+                    "({time}, {site}): {detail}. Alarms may not get through. Reply OK (ref {ref})."),
+}
+
+
+def _text(language: str, message_id: str) -> str:
+    return translation("notify", language).gettext(message_id)
+
+
+#: Names of the alarm kinds per language (``KIND_NAMES["da"]["panic"]``), read from the catalogs.
 KIND_NAMES: Final[dict[str, dict[str, str]]] = {
-    "en": {"panic": "Panic alarm", "silent_panic": "Silent alarm", "man_down": "Man down",
-           "missed_checkin": "Missed check-in", "lost_contact": "Lost contact with device",
-           "low_battery": "Low battery"},
-    "da": {"panic": "Overfaldsalarm", "silent_panic": "Stille alarm", "man_down": "Mand-ned-alarm",
-           "missed_checkin": "Manglende tjek-ind", "lost_contact": "Mistet forbindelse til enheden",
-           "low_battery": "Lavt batteri"},
-    "pl": {"panic": "Alarm napadowy", "silent_panic": "Cichy alarm", "man_down": "Upadek pracownika",
-           "missed_checkin": "Brak potwierdzenia obecności", "lost_contact": "Utrata łączności z urządzeniem",
-           "low_battery": "Niski poziom baterii"},
-    "ro": {"panic": "Alarmă de panică", "silent_panic": "Alarmă silențioasă", "man_down": "Angajat căzut",
-           "missed_checkin": "Confirmare de prezență ratată", "lost_contact": "Legătura cu dispozitivul pierdută",
-           "low_battery": "Baterie descărcată"},
-    "uk": {"panic": "Тривожна кнопка", "silent_panic": "Тиха тривога", "man_down": "Падіння працівника",
-           "missed_checkin": "Пропущена відмітка", "lost_contact": "Втрачено зв'язок із пристроєм",
-           "low_battery": "Низький заряд батареї"},
-    "ar": {"panic": "إنذار استغاثة", "silent_panic": "إنذار صامت", "man_down": "سقوط العامل",
-           "missed_checkin": "فوات تسجيل الحضور", "lost_contact": "انقطاع الاتصال بالجهاز",
-           "low_battery": "بطارية منخفضة"},
+    lang: {kind: _text(lang, mid) for kind, mid in _KIND_IDS.items()} for lang in LANGUAGES
 }
 
-# Per language: the alarm's line labels, then the other messages. ``{…}`` are filled by render.
-_TEXTS: Final[dict[str, dict[str, str]]] = {
-    "en": {
-        "head": "ALARM: {kind}", "worker": "Worker: {worker}", "site": "Site: {site}",
-        "address": "Address: {address}", "time": "Time: {time}", "map": "Position: {map}",
-        "nomap": "Position: unknown", "escape": "Escape routes: {escape_routes}",
-        "alarmsys": "Alarm system: {alarm_system}", "ack": "Reply OK to acknowledge (ref {ref}).",
-        "subject": "ALARM: {kind} – {worker}",
-        "cancelled": "CANCELLED: The alarm from {worker} ({kind}, ref {ref}) was cancelled by the worker.",
-        "restored": "RESTORED: {kind} – {worker}: back to normal (ref {ref}).",
-        "acknowledged": "ACKNOWLEDGED: The alarm from {worker} (ref {ref}) was acknowledged by {by}.",
-        "ambiguous": "Several alarms are open: {refs}. Reply OK and the ref, e.g. \"OK {example}\".",
-    },
-    "da": {
-        "head": "ALARM: {kind}", "worker": "Medarbejder: {worker}", "site": "Sted: {site}",
-        "address": "Adresse: {address}", "time": "Tid: {time}", "map": "Position: {map}",
-        "nomap": "Position: ukendt", "escape": "Flugtveje: {escape_routes}",
-        "alarmsys": "Alarmanlæg: {alarm_system}", "ack": "Svar OK for at kvittere (ref {ref}).",
-        "subject": "ALARM: {kind} – {worker}",
-        "cancelled": "AFMELDT: Alarmen fra {worker} ({kind}, ref {ref}) er afmeldt af medarbejderen.",
-        "restored": "GENOPRETTET: {kind} – {worker}: situationen er normal igen (ref {ref}).",
-        "acknowledged": "KVITTERET: Alarmen fra {worker} (ref {ref}) er kvitteret af {by}.",
-        "ambiguous": "Flere alarmer er åbne: {refs}. Svar OK og ref, f.eks. \"OK {example}\".",
-    },
-    "pl": {
-        "head": "ALARM: {kind}", "worker": "Pracownik: {worker}", "site": "Miejsce: {site}",
-        "address": "Adres: {address}", "time": "Czas: {time}", "map": "Pozycja: {map}",
-        "nomap": "Pozycja: nieznana", "escape": "Drogi ewakuacyjne: {escape_routes}",
-        "alarmsys": "System alarmowy: {alarm_system}",
-        "ack": "Odpowiedz OK lub TAK, aby potwierdzić (ref {ref}).",
-        "subject": "ALARM: {kind} – {worker}",
-        "cancelled": "ODWOŁANO: Alarm od {worker} ({kind}, ref {ref}) został odwołany przez pracownika.",
-        "restored": "PRZYWRÓCONO: {kind} – {worker}: sytuacja wróciła do normy (ref {ref}).",
-        "acknowledged": "POTWIERDZONO: Alarm od {worker} (ref {ref}) potwierdził(a): {by}.",
-        "ambiguous": "Otwartych jest kilka alarmów: {refs}. Odpowiedz OK i numer ref, np. \"OK {example}\".",
-    },
-    "ro": {
-        "head": "ALARMĂ: {kind}", "worker": "Angajat: {worker}", "site": "Locație: {site}",
-        "address": "Adresă: {address}", "time": "Ora: {time}", "map": "Poziție: {map}",
-        "nomap": "Poziție: necunoscută", "escape": "Căi de evacuare: {escape_routes}",
-        "alarmsys": "Sistem de alarmă: {alarm_system}",
-        "ack": "Răspundeți OK sau DA pentru confirmare (ref {ref}).",
-        "subject": "ALARMĂ: {kind} – {worker}",
-        "cancelled": "ANULAT: Alarma de la {worker} ({kind}, ref {ref}) a fost anulată de angajat.",
-        "restored": "RESTABILIT: {kind} – {worker}: situația a revenit la normal (ref {ref}).",
-        "acknowledged": "CONFIRMAT: Alarma de la {worker} (ref {ref}) a fost confirmată de {by}.",
-        "ambiguous": "Sunt mai multe alarme deschise: {refs}. Răspundeți OK și ref, de ex. \"OK {example}\".",
-    },
-    "uk": {
-        "head": "ТРИВОГА: {kind}", "worker": "Працівник: {worker}", "site": "Об'єкт: {site}",
-        "address": "Адреса: {address}", "time": "Час: {time}", "map": "Місцезнаходження: {map}",
-        "nomap": "Місцезнаходження: невідоме", "escape": "Шляхи евакуації: {escape_routes}",
-        "alarmsys": "Сигналізація: {alarm_system}",
-        "ack": "Дайте відповідь OK або ТАК, щоб підтвердити (ref {ref}).",
-        "subject": "ТРИВОГА: {kind} – {worker}",
-        "cancelled": "СКАСОВАНО: Тривогу від {worker} ({kind}, ref {ref}) скасував працівник.",
-        "restored": "ВІДНОВЛЕНО: {kind} – {worker}: ситуація нормалізувалася (ref {ref}).",
-        "acknowledged": "ПІДТВЕРДЖЕНО: Тривогу від {worker} (ref {ref}) підтвердив(ла) {by}.",
-        "ambiguous": "Відкрито кілька тривог: {refs}. Дайте відповідь OK і номер ref, напр. \"OK {example}\".",
-    },
-    "ar": {
-        "head": "إنذار: {kind}", "worker": "العامل: {worker}", "site": "الموقع: {site}",
-        "address": "العنوان: {address}", "time": "الوقت: {time}", "map": "المكان على الخريطة: {map}",
-        "nomap": "المكان: غير معروف", "escape": "طرق الإخلاء: {escape_routes}",
-        "alarmsys": "نظام الإنذار: {alarm_system}",
-        "ack": "أرسل OK أو نعم للتأكيد (المرجع {ref}).",
-        "subject": "إنذار: {kind} – {worker}",
-        "cancelled": "أُلغي: ألغى العامل {worker} الإنذار ({kind}، المرجع {ref}).",
-        "restored": "عاد الوضع طبيعياً: {kind} – {worker} (المرجع {ref}).",
-        "acknowledged": "تم التأكيد: أكّد {by} استلام إنذار {worker} (المرجع {ref}).",
-        "ambiguous": "توجد عدة إنذارات مفتوحة: {refs}. أرسل OK مع رقم المرجع، مثلاً \"OK {example}\".",
-    },
-}
-
-MESSAGES: Final = ("alarm", "cancelled", "restored", "acknowledged", "ambiguous")
+MESSAGES: Final = ("alarm", "cancelled", "restored", "acknowledged", "ambiguous", "not_ready")
 
 #: Words that acknowledge an alarm in an SMS reply, any language (compared case-folded).
 ACK_WORDS: Final = frozenset({
@@ -155,6 +120,13 @@ class MessageContext:
     by: str = ""
     timezone: str = ""
     refs: tuple[tuple[int, str], ...] = ()
+    #: Issue 12: the place from the BLE beacon (registry, :mod:`relay.places`), "" = unknown;
+    #: ``detail`` the failed checks of a ``not_ready`` notice.
+    building: str = ""
+    floor: str = ""
+    room: str = ""
+    note: str = ""
+    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -201,9 +173,8 @@ def render(message: str, language: str, ctx: MessageContext, *, channel: str = "
     """
     if message not in MESSAGES:
         raise ValidationError("message", f"unknown message {message!r}; one of {', '.join(MESSAGES)}")
-    lang = language if language in _TEXTS else "en"
-    t = _TEXTS[lang]
-    kind = KIND_NAMES[lang].get(ctx.kind, ctx.kind)
+    t = {key: _text(language, mid) for key, mid in _TEXT_IDS.items()}
+    kind = _text(language, _KIND_IDS[ctx.kind]) if ctx.kind in _KIND_IDS else ctx.kind
     values = {
         "kind": kind, "worker": ctx.worker or "?", "site": ctx.site, "address": ctx.address,
         "time": format_time(ctx.occurred_at, ctx.timezone), "ref": ctx.ref, "by": ctx.by,
@@ -211,14 +182,18 @@ def render(message: str, language: str, ctx: MessageContext, *, channel: str = "
         "map": map_link(ctx.lat, ctx.lon, map_url) or "",
         "refs": ", ".join(f"{r} ({w})" for r, w in ctx.refs),
         "example": ctx.refs[0][0] if ctx.refs else ctx.ref,
+        "place": _place(t, ctx, channel), "detail": _note(ctx.detail, channel),
     }
+    if message == "alarm" and ctx.kind == "not_ready":
+        message = "not_ready"  # issue 12: a readiness notice is told with its own text
     subject = t["subject"].format(**values)
     if message != "alarm":
         body = t[message].format(**values)
-        subject = body.partition(":")[0] + f": {values['worker']} (ref {ctx.ref})"
+        subject = t["subject_news"].format(what=body.partition(":")[0], worker=values["worker"], ref=ctx.ref)
     else:
         lines = [t["head"], t["worker"]]
         lines += [t[k] for k, v in (("site", ctx.site), ("address", ctx.address)) if v]
+        lines += [t["place"]] if values["place"] else []
         lines += [t["time"], t["map"] if values["map"] else t["nomap"]]
         lines += [t[k] for k, v in (("escape", ctx.escape_routes), ("alarmsys", ctx.alarm_system)) if v]
         lines.append(t["ack"])
@@ -226,6 +201,16 @@ def render(message: str, language: str, ctx: MessageContext, *, channel: str = "
     if channel == "email" and ctx.alarm_id:
         body += f"\n\nlonewatch alarm {ctx.alarm_id}"
     return Rendered(subject, body)
+
+
+def _place(t: dict[str, str], ctx: MessageContext, channel: str) -> str:
+    """``Main building, floor -1, Laundry (note)`` from the beacon's place, "" if none."""
+    # "floor -1" for a number; a named floor ("Basement", "Kælder") stands as written
+    floor = t["floor"].format(floor=ctx.floor) if re.fullmatch(r"[-+]?\d{1,3}", ctx.floor.strip()) else ctx.floor
+    where = ", ".join(p for p in (ctx.building, floor, ctx.room) if p)
+    if where and ctx.note:
+        where += f" ({_note(ctx.note, channel)})"
+    return where
 
 
 _REF = re.compile(r"\d{1,4}")

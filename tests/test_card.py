@@ -1,0 +1,217 @@
+"""The worker card (issue 13): one page per language, text that a PDF reader finds again,
+every glyph in the font, Arabic laid out right to left, a picture for every vibration pattern
+of the device, and `lonewatch card` on a real Redis registry."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from fontTools.ttLib import TTFont
+from PIL import Image
+
+import i18n
+import relay.card as card_mod
+import relay.card_items as card_items
+from cli.main import main
+from device.config import TimingConfig
+from device.feedback import PATTERNS
+from relay.card import CardError, card_for_worker, find_fonts, render_card
+from relay.card_items import FOOTER, GESTURES, HEADER, SIGNALS, CardTimings, Signal
+from relay.registry import RegistryDoc, RegistryStore, Worker
+from relay.store import Store
+
+ANNA = Worker("Anna Hansen", 17, "da")
+#: Words of each language's card that pdftotext must find (Arabic: words without the lam-alef
+#: ligature, whose extraction poppler reverses).
+WORDS = {"da": ["Din alarmknap", "Hold knappen inde i 2 sekunder", "Ingen forbindelse"],
+         "en": ["Your alarm button", "Hold the button for 2 seconds", "No connection"],
+         "pl": ["Twój przycisk alarmowy", "Przytrzymaj przycisk przez 2 sekundy", "Brak połączenia"],
+         "ro": ["Butonul tău de alarmă", "Ține butonul apăsat 2 secunde", "Fără conexiune"],
+         "uk": ["Ваша тривожна кнопка", "Утримуйте кнопку 2 секунди", "Немає з'єднання"],
+         "ar": ["زر", "الخاص بك", "اتصال", "ثانية"]}
+
+
+def card_texts(language: str) -> str:
+    t = i18n.translation("card", language)
+    ids = [*HEADER.values(), *FOOTER, *(g.title for g in GESTURES), *(g.text for g in GESTURES),
+           *(s.title for s in SIGNALS), *(s.text for s in SIGNALS)]
+    return "".join(t.gettext(m) for m in ids)
+
+
+def pdftotext(pdf: Path) -> str:
+    return subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+
+
+def pages(pdf: Path) -> int:
+    info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, check=True).stdout
+    return int(re.search(r"^Pages:\s+(\d+)", info, re.M).group(1))  # type: ignore[union-attr]
+
+
+def png(pdf: Path, dpi: int = 60) -> Image.Image:
+    subprocess.run(["pdftoppm", "-png", "-r", str(dpi), "-singlefile", str(pdf), str(pdf.with_suffix(""))], check=True)
+    return Image.open(pdf.with_suffix(".png")).convert("RGB")
+
+
+def red_columns(img: Image.Image, top: float, bottom: float) -> list[int]:
+    """x of the pixels of the alarm picture's red (190, 20, 30) between two heights (fractions)."""
+    w, h = img.size
+    px = img.load()
+    return [x for y in range(int(h * top), int(h * bottom), 2) for x in range(w)
+            if abs(px[x, y][0] - 190) < 40 and px[x, y][1] < 70 and px[x, y][2] < 80]
+
+
+@pytest.mark.parametrize("language", i18n.LANGUAGES)
+def test_card_is_one_page_with_its_texts_as_png_too(tmp_path: Path, language: str) -> None:
+    pdf = tmp_path / f"card-{language}.pdf"
+    pdf.write_bytes(render_card(ANNA, language))
+    assert pdf.read_bytes().startswith(b"%PDF-") and pages(pdf) == 1
+    text = " ".join(pdftotext(pdf).split())
+    assert "Anna Hansen" in text
+    for words in WORDS[language]:
+        assert words in text, (words, text[:400])
+    img = png(pdf)
+    assert img.size[1] > img.size[0]  # portrait A5
+    assert len(img.getcolors(1 << 16) or []) > 50  # drawn, not blank
+
+
+@pytest.mark.parametrize("language", i18n.LANGUAGES)
+def test_every_character_of_the_card_is_in_the_font(language: str) -> None:
+    regular, bold = find_fonts()
+    for path in (regular, bold):
+        cmap = TTFont(path).getBestCmap()
+        missing = sorted({c for c in card_texts(language) + "≤" if ord(c) not in cmap and not c.isspace()})
+        assert missing == [], f"{path.name} lacks {missing}"
+
+
+def test_arabic_card_is_mirrored(tmp_path: Path) -> None:
+    # The alarm picture (red button and bar) stands at the reading start: left for Danish,
+    # right for Arabic.
+    for language, side in (("da", "left"), ("ar", "right")):
+        pdf = tmp_path / f"{language}.pdf"
+        pdf.write_bytes(render_card(ANNA, language))
+        img = png(pdf)
+        xs = red_columns(img, 0.15, 0.22)
+        assert xs, language
+        middle = img.size[0] / 2
+        assert (max(xs) < middle) if side == "left" else (min(xs) > middle), (language, min(xs), max(xs))
+
+
+def test_arabic_text_is_shaped_and_right_to_left() -> None:
+    # HarfBuzz through fpdf2 turns the letters into their joined forms: the shaped glyph
+    # run differs from the letters one by one, and the run is right to left.
+    import uharfbuzz as hb
+
+    regular, _ = find_fonts()
+    face = hb.Face(regular.read_bytes())
+    font = hb.Font(face)
+    word = "الإنذار"
+
+    def glyphs(text: str) -> list[int]:
+        buf = hb.Buffer()
+        buf.add_str(text)
+        buf.guess_segment_properties()
+        hb.shape(font, buf, {})
+        assert buf.direction == "rtl"
+        return [g.codepoint for g in buf.glyph_infos]
+
+    isolated = [g for c in word for g in glyphs(c)]
+    assert glyphs(word) != list(reversed(isolated))
+
+
+def test_every_vibration_pattern_of_the_device_is_on_the_card() -> None:
+    on_card = {s.pattern: s.vibration for s in SIGNALS}
+    assert on_card == {name: vib for name, (vib, _led) in PATTERNS.items()}
+
+
+def test_card_states_the_device_default_timings() -> None:
+    d, c = TimingConfig(), CardTimings()
+    assert (c.hold_s, c.cancel_presses, c.cancel_window_s, c.checkin_presses, c.checkin_window_s, c.checkin_default_s) == (
+        d.hold_s, d.cancel_presses, d.cancel_window_s, d.checkin_presses, d.checkin_window_s, d.checkin_default_s)
+
+
+def test_configured_timings_are_what_the_card_says(tmp_path: Path) -> None:
+    pdf = tmp_path / "c.pdf"
+    pdf.write_bytes(render_card(ANNA, "en", timings=CardTimings(hold_s=3.0, checkin_default_s=600, silent=False)))
+    text = " ".join(pdftotext(pdf).split())
+    assert "Hold the button for 3 seconds" in text and "10-minute timer" in text
+    assert "the device also beeps" in text and "silent" not in text
+
+
+def test_a_growing_item_table_still_fits_one_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Twice as many vibration patterns as today (man-down, readiness … will add some).
+    extra = tuple(dataclasses.replace(s, pattern=f"{s.pattern}_2") for s in SIGNALS)
+    monkeypatch.setattr(card_items, "SIGNALS", SIGNALS + extra)
+    pdf = tmp_path / "long.pdf"
+    pdf.write_bytes(render_card(ANNA, "uk"))
+    assert pages(pdf) == 1
+    text = pdftotext(pdf)
+    assert text.count("Таймер відмітки працює") == 2 and "Ваше місцезнаходження надсилається" in text  # footer too
+
+
+def test_a_table_too_long_for_one_page_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(card_items, "SIGNALS", SIGNALS * 5)
+    with pytest.raises(CardError, match="do not fit on one page"):
+        render_card(ANNA, "da")
+
+
+def test_unknown_language_gives_english() -> None:
+    assert render_card(ANNA, "xx")[:5] == b"%PDF-"
+    assert isinstance(SIGNALS[0], Signal)
+
+
+def test_missing_font_names_the_debian_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LONEWATCH_FONT_DIR", str(tmp_path))
+    monkeypatch.setattr(card_mod, "FONT_DIRS", ())
+    with pytest.raises(CardError, match="fonts-dejavu-core"):
+        render_card(ANNA, "da")
+
+
+def test_unknown_worker_lists_the_known_ones() -> None:
+    with pytest.raises(CardError, match="workers: Anna Hansen"):
+        card_for_worker(RegistryDoc(workers=(ANNA,)), "Nobody")
+
+
+# ----------------------------------------------------------------------------- CLI, real Redis
+
+
+@pytest.mark.integration
+def test_cli_writes_the_card_from_the_relay_registry(redis_server, tmp_path: Path) -> None:
+    store = Store.from_url(redis_server.url)
+    RegistryStore(store).save(RegistryDoc(workers=(ANNA, Worker("Ahmad Karimi", 18, "ar"))))
+    out = tmp_path / "ahmad.pdf"
+    res = CliRunner().invoke(main, ["card", "--worker", "Ahmad Karimi", "-o", str(out), "--redis", redis_server.url])
+    assert res.exit_code == 0, res.output
+    assert "(ar)" in res.output and pages(out) == 1
+    assert "Ahmad Karimi" in pdftotext(out)
+    res = CliRunner().invoke(main, ["card", "--worker", "Nobody", "-o", str(tmp_path / "x.pdf"),
+                                    "--redis", redis_server.url])
+    assert res.exit_code == 1 and "no worker 'Nobody'" in res.output
+    assert not (tmp_path / "x.pdf").exists()
+
+
+def test_cli_reads_a_registry_file(tmp_path: Path) -> None:
+    reg = tmp_path / "registry.toml"
+    reg.write_text('[[workers]]\nname = "Ole"\nnumber = 3\nlanguage = "pl"\n', encoding="utf-8")
+    out = tmp_path / "ole.pdf"
+    res = CliRunner().invoke(main, ["card", "--worker", "Ole", "-o", str(out), "--registry", str(reg), "--language", "ro"])
+    assert res.exit_code == 0, res.output
+    assert "Butonul tău de alarmă" in pdftotext(out)
+
+
+def test_cli_states_the_timings_of_the_workers_device(tmp_path: Path) -> None:
+    reg = tmp_path / "registry.toml"
+    reg.write_text('[[workers]]\nname = "Ole"\nnumber = 3\nlanguage = "en"\n', encoding="utf-8")
+    dev = tmp_path / "device.toml"
+    dev.write_text('[device]\nid = "lw-0042"\nsilent = false\n[mqtt]\nhost = "relay.example.com"\n'
+                   '[timing]\nhold_s = 3.0\ncheckin_default_s = 900\n', encoding="utf-8")
+    out = tmp_path / "ole.pdf"
+    res = CliRunner().invoke(main, ["card", "--worker", "Ole", "-o", str(out), "--registry", str(reg),
+                                    "--device-config", str(dev)])
+    assert res.exit_code == 0, res.output
+    text = " ".join(pdftotext(out).split())
+    assert "Hold the button for 3 seconds" in text and "15-minute timer" in text and "also beeps" in text
