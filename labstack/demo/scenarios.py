@@ -21,6 +21,7 @@ MODULES: tuple[str, ...] = ("labstack.demo.scenario_contacts", "labstack.demo.sc
 MODULES += ("labstack.demo.scenario_voice",)  # issue 11
 MODULES += ("labstack.demo.scenario_console",)  # issue 13 (console)
 MODULES += ("labstack.demo.scenario_indoor",)  # issue 12
+MODULES += ("labstack.demo.scenario_arcpath",)  # issue 14
 
 
 def scenario(name: str, description: str) -> Callable[[Scenario], Scenario]:
