@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 # The suite mostly waits (servers, real finger timings): more workers than cores pays off.
-TEST_WORKERS ?= 6
+TEST_WORKERS ?= 8
 
 .PHONY: setup servers demo test bench clean catalogs
 
@@ -15,17 +15,17 @@ setup: servers $(STAMP)
 
 servers:
 	@missing=""; \
-	for b in mosquitto mosquitto_passwd redis-server mcopy pdftoppm chromium; do \
+	for b in mosquitto mosquitto_passwd redis-server redis-sentinel mcopy pdftoppm chromium; do \
 	  command -v $$b >/dev/null 2>&1 || [ -x /usr/sbin/$$b ] || missing="$$missing $$b"; \
 	done; \
 	[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf ] || missing="$$missing DejaVuSans"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing mosquitto, redis-server, mtools, poppler-utils, fonts-dejavu-core, chromium (missing:$$missing)"; \
+	    echo "installing mosquitto, redis-server, redis-sentinel, mtools, poppler-utils, fonts-dejavu-core, chromium (missing:$$missing)"; \
 	    DEBIAN_FRONTEND=noninteractive apt-get update -q && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto redis-server mtools poppler-utils fonts-dejavu-core chromium || exit 1; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto redis-server redis-sentinel mtools poppler-utils fonts-dejavu-core chromium || exit 1; \
 	  else \
-	    echo "missing:$$missing — install with: sudo apt-get install -y mosquitto redis-server mtools poppler-utils fonts-dejavu-core chromium"; exit 1; \
+	    echo "missing:$$missing — install with: sudo apt-get install -y mosquitto redis-server redis-sentinel mtools poppler-utils fonts-dejavu-core chromium"; exit 1; \
 	  fi; \
 	fi
 
@@ -43,7 +43,7 @@ demo: setup
 
 test: setup
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist worksteal
 
 bench: setup
 	$(BIN)/python -m bench

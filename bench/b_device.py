@@ -62,7 +62,14 @@ def run(window_s: float = WINDOW_S) -> list[Figure]:
         work = Path(tmp)
         init_ca(work / "pki")
         server = issue_server(work / "pki", work / "server", ["127.0.0.1"])
-        ids = [f"lw-bench-d{i}" for i in range(4)]
+        ids = [f"lw-bench-d{i}" for i in range(5)]  # d4: man-down on (issue 10)
+        from device.accel_trace import write_trace
+        from tests import traces
+
+        # 20 s looped: a real device holds no trace, so keep the simulator's copy small
+        write_trace(work / "walking.csv", traces.Body(1).walk(20).trace("walking").samples)
+        mandown = {"enabled": True, "sensor": "sim", "sim_trace": str(work / "walking.csv"), "sim_loop": True,
+                   "only_on_shift": False}
         pw = {d: secrets.token_urlsafe(12) for d in ids}
         tls_mq = Mosquitto(users=dict(pw), tls=BrokerTls(server.ca, server.cert, server.key)).start()
         plain_mq = Mosquitto(users=dict(pw)).start()
@@ -72,13 +79,14 @@ def run(window_s: float = WINDOW_S) -> list[Figure]:
                 sim = ModemSimulator(flavour="sim7600").start()
                 sim.gnss_fix = (55.668571, 12.576131, 1.2)
                 sims.append(sim)
-                tls = i < 3
+                tls = i != 3
                 proxy = TcpProxy(("127.0.0.1", (tls_mq if tls else plain_mq).port),
                                  meter_factory=TlsMeter if tls else MqttMeter).start()
                 proxies.append(proxy)
                 cfg = device_config(dev, mq_port=proxy.port, password=pw[dev], state_dir=work / f"state-{dev}",
                                     keepalive_s=30, alive_interval_s=60, resend_after_s=10.0, tls=tls,
-                                    ca_file=str(server.ca) if tls else "", modem={"port": sim.port, "flavour": "sim7600"})
+                                    ca_file=str(server.ca) if tls else "", modem={"port": sim.port, "flavour": "sim7600"},
+                                    **({"mandown": mandown} if i == 4 else {}))
                 procs.append(DeviceProc(work, cfg, modem_port=sim.port).start())
             for p in procs:
                 if p.wait_step("connection", 30, connected=True) is None:
@@ -134,8 +142,9 @@ def run(window_s: float = WINDOW_S) -> list[Figure]:
                 s.stop()
             tls_mq.cleanup()
             plain_mq.cleanup()
-    rss_mb = Spread.of([max(r) / 1024 for r in rss])
-    cpu_s = Spread.of(cpu)
+    rss_mb = Spread.of([max(r) / 1024 for r in rss[:4]])
+    cpu_s = Spread.of(cpu[:4])
+    cpu_md, rss_md = Spread.of(cpu[4:]), Spread.of([max(r) / 1024 for r in rss[4:]])
     wl = (f"3 device daemons (subprocesses, MockFactory pins, AT driver on a pty to the modem simulator, GNSS fix), "
           f"idle {window_s:.0f} s after a {SETTLE_S:.0f} s settle, default timings (alive 60 s, keepalive 30 s), TLS")
     wire_wl = (f"counting proxy on the device's socket, TLS 1.2 (production mosquitto-tls.conf); measured window "
@@ -147,6 +156,15 @@ def run(window_s: float = WINDOW_S) -> list[Figure]:
                met=rss_mb.median <= GOAL_RSS_MB, workload=wl, extra={"rss_kb_samples_per_daemon": rss}),
         Figure("device daemon idle CPU", "% of a core", cpu_s, goal=f"≤ {GOAL_CPU_PCT:.0f} %",
                met=cpu_s.median <= GOAL_CPU_PCT, workload=wl, fmt="{:.2f}"),
+        Figure("device daemon resident memory, man-down on", "MB", rss_md, goal=f"≤ {GOAL_RSS_MB:.0f} MB",
+               met=rss_md.median <= GOAL_RSS_MB, workload="as below"),
+        Figure("device daemon idle CPU, man-down on", "% of a core", cpu_md, goal=f"≤ {GOAL_CPU_PCT:.0f} %",
+               met=cpu_md.median <= GOAL_CPU_PCT, fmt="{:.2f}",
+               workload=wl + "; man-down on (default profile, on shift), the simulated LIS3DH replaying a worker "
+               "walking upright, looped: the chip's interrupts guard, the Pi reads one sample every 10 s",
+               note="the simulated chip's own work (50 samples/s, its interrupt engine) runs inside this daemon "
+                    "process, so this is an upper bound of the Pi's share",
+               ),
         Figure("bytes on the wire per device per day, defaults", "kB/day", Spread.of([d / 1000 for d in per_day_tls]),
                goal="≤ 1 MB/day", met=Spread.of(per_day_tls).median <= GOAL_BYTES_DAY, workload=wire_wl, fmt="{:.0f}",
                extra={"with_tcpip_headers_kB": [d / 1000 for d in ip_day], "plain_packets_up": up, "plain_packets_down": down}),

@@ -62,7 +62,12 @@ def main(argv: list[str]) -> int:
 
         modem = Modem(args.modem, flavour=cfg.modem.flavour)
     factory = MockFactory()
-    daemon = DeviceDaemon(cfg, pin_factory=factory, modem=modem, observer=emit)
+    accel = None
+    if cfg.mandown.enabled:  # man-down: the simulated accelerometer on the same MockFactory (issue 10)
+        from device.mandown_watch import open_accelerometer
+
+        accel = open_accelerometer(cfg.mandown, pin_factory=factory)
+    daemon = DeviceDaemon(cfg, pin_factory=factory, modem=modem, observer=emit, accel=accel)
     daemon.start()
     emit("started", {"pid": __import__("os").getpid(), "queue_depth": daemon.queue.depth()})
     for line in sys.stdin:

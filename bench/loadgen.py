@@ -4,7 +4,8 @@ a separate process, never the relay itself).
 ``python -m bench.loadgen SPEC.json`` with ``{"host", "port", "username", "password",
 "devices": [...], "count"}``: publishes ``count`` valid alive messages round-robin over the
 devices' ``lonewatch/<id>/alive`` topics at QoS 1 as fast as the broker takes them, waits for
-every PUBACK and prints ``{"published": n, "seconds": s}``.
+every PUBACK and prints ``{"published": n, "seconds": s}``. An optional ``"rate"`` (msgs/s)
+paces the publishing instead (a steady load, issue 14's loaded-latency bench).
 """
 
 from __future__ import annotations
@@ -42,9 +43,14 @@ def main(argv: list[str]) -> int:
     c.connect(spec["host"], spec["port"], 60)
     c.loop_start()
     t0 = time.monotonic()
+    rate = float(spec.get("rate") or 0)
     for i in range(count):
         t, p = payloads[i % len(payloads)]
         c.publish(t, p, qos=1)
+        if rate and i % 50 == 49:
+            pause = t0 + (i + 1) / rate - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
     done.wait(300)
     seconds = time.monotonic() - t0
     c.disconnect()

@@ -8,6 +8,7 @@ error, 3 Redis unreachable.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import click
@@ -61,6 +62,11 @@ def card(worker_name: str, output: str, language: str | None, registry_path: str
         timings = CardTimings(hold_s=t.hold_s, cancel_presses=t.cancel_presses, cancel_window_s=t.cancel_window_s,
                               checkin_presses=t.checkin_presses, checkin_window_s=t.checkin_window_s,
                               checkin_default_s=t.checkin_default_s, silent=dc.device.silent)
+        mandown = getattr(dc, "mandown", None)  # [mandown] (issue 10), when the device has it
+        if mandown is not None and mandown.enabled:
+            timings = dataclasses.replace(timings, mandown=True, prealarm_s=mandown.prealarm_s,
+                                          pause_presses=mandown.pause_presses,
+                                          pause_window_s=mandown.pause_window_s, pause_max_s=mandown.pause_max_s)
     try:
         pdf = card_for_worker(doc, worker_name, language, timings=timings)
     except CardError as exc:

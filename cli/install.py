@@ -455,6 +455,19 @@ def test_alarm(path: str, timeout_s: float, as_json: bool) -> None:
 # --------------------------------------------------------------------------- status
 
 
+def _echo_faults(url: str, as_json: bool) -> None:
+    """Installation faults (issue 14) after the table; on stderr with --json (the JSON shape stays)."""
+    from relay.faults_report import collect_faults, render_faults
+    from relay.store import Store
+
+    try:
+        text = render_faults(collect_faults(Store.from_url(url).r))
+    except Exception as exc:
+        text = f"faults unknown: {type(exc).__name__}\n"
+    if text:
+        click.echo(text, nl=False, err=as_json)
+
+
 @click.command()
 @click.argument("devices", nargs=-1)
 @click.option("--relay-config", type=click.Path(dir_okay=False), help=f"relay.toml [{RELAY_TOML}]")
@@ -482,6 +495,7 @@ def status(devices: tuple[str, ...], relay_config: str | None, redis_url: str | 
         click.echo("no devices registered (lonewatch provision … registers one)")
     else:
         click.echo(render_table(rows), nl=False)
+    _echo_faults(url, as_json)
     unknown = sorted(set(devices) - {r.device for r in rows})
     if unknown:
         click.echo(f"not registered: {', '.join(unknown)}", err=True)

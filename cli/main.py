@@ -88,6 +88,7 @@ main.add_command(__import__("cli.card").card.card)  # lonewatch card --worker NA
 main.add_command(__import__("cli.worker").worker.worker)  # lonewatch worker export|erase NAME
 main.add_command(__import__("cli.worker").worker.retention)  # lonewatch retention purge
 main.add_command(__import__("cli.console").console.console)  # lonewatch console run|user (issue 13)
+main.add_command(__import__("cli.survey").survey.survey)  # lonewatch survey run/report (issue 12)
 
 from cli.install import INSTALL_COMMANDS  # noqa: E402  (pki provision flash doctor test-alarm status lab completion)
 
@@ -152,6 +153,7 @@ def device_run(path: str) -> None:
 
 
 __import__("cli.device").device.register(device)  # lonewatch device shift|checkin|status
+main.add_command(__import__("cli.mandown").mandown.mandown)  # lonewatch mandown replay|record (issue 10)
 
 
 @main.command("check-config")

@@ -474,3 +474,8 @@ def alarm_history(alarm_id: str, as_json: bool, config_path: str, redis_url: str
         who = f" [{e['contact']}]" if e.get("contact") else ""
         via = f" ({e['channel']})" if e.get("channel") else ""
         click.echo(f"{_when(e.get('at', ''))}  {e.get('what', ''):<16}{who}{via} {e.get('detail', '')}")
+
+
+from cli.places import places as _places  # noqa: E402  (issue 12: lonewatch registry places …)
+
+registry.add_command(_places)

@@ -8,6 +8,8 @@ hold ≥ ``hold_s`` (2.0 s)              alarm (sent as silent panic when ``sile
 within ``cancel_window_s`` (2 s)
 ``checkin_presses`` (2) short presses  check-in start, or check-in done if one runs
 within ``checkin_window_s`` (1 s)
+``pause_presses`` (4, with man-down)   pause man-down (again: resume; issue 10,
+within ``pause_window_s`` (3 s)         :mod:`device.mandown_watch`)
 =====================================  ===================================================
 
 Debouncing is done here, in software, the same on every pin backend (gpiozero's
@@ -37,7 +39,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Gesture", "GestureButton", "GestureTiming"]
 
-Gesture = Literal["alarm", "cancel", "checkin"]
+Gesture = Literal["alarm", "cancel", "checkin", "mandown_pause"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,9 @@ class GestureTiming:
     bounce_s: float = 0.05
     min_press_s: float = 0.06
     max_press_s: float = 0.8
+    #: Short presses that pause / resume man-down (``[mandown] pause_presses``); 0 = none.
+    pause_presses: int = 0
+    pause_window_s: float = 3.0
 
 
 class GestureButton:
@@ -109,7 +114,7 @@ class GestureButton:
         held = False
         presses: list[float] = []
         decide_at: float | None = None
-        window = max(t.cancel_window_s, t.checkin_window_s)
+        window = max(t.cancel_window_s, t.checkin_window_s, t.pause_window_s if t.pause_presses else 0.0)
         while True:
             deadlines = []
             if settle_at is not None:
@@ -177,6 +182,8 @@ class GestureButton:
             self._call(self.on_gesture, "cancel")
         elif n == t.checkin_presses and span <= t.checkin_window_s:
             self._call(self.on_gesture, "checkin")
+        elif t.pause_presses and n == t.pause_presses and span <= t.pause_window_s:
+            self._call(self.on_gesture, "mandown_pause")
         else:
             log.info("%d short press(es) in %.2f s: no gesture", n, span)
             self.on_ignored(f"no_gesture:{n}")

@@ -19,6 +19,8 @@ from typing import Any
 
 from protocol.configfile import ConfigChecker, ConfigSource, TableReader, load_toml
 
+from .place_config import BeaconConfig, ReadinessConfig, build_beacons, build_readiness
+from .mandown_config import MandownConfig, read_mandown
 from .shift import ScheduleError, parse_window
 from .voiceconfig import VoiceConfig, read_voice
 
@@ -223,6 +225,9 @@ class DeviceConfig:
     shift: ShiftConfig = field(default_factory=ShiftConfig)
     battery: BatteryConfig = field(default_factory=BatteryConfig)
     voice: VoiceConfig = field(default_factory=VoiceConfig)  # [voice], device/voiceconfig.py
+    beacons: BeaconConfig = field(default_factory=BeaconConfig)  # issue 12 (device.place_config)
+    readiness: ReadinessConfig = field(default_factory=ReadinessConfig)
+    mandown: MandownConfig = field(default_factory=MandownConfig)
 
     @property
     def firmware(self) -> str:
@@ -395,10 +400,17 @@ def _build(source: ConfigSource) -> DeviceConfig:
                   "the gap is the hysteresis that stops low/restore flapping")
 
     voice = read_voice(root.table("voice"), test_mode=test_mode)
+    beacons = build_beacons(root.table("beacons"), test_mode)
+    readiness = build_readiness(root.table("readiness"), test_mode)
+
+    pins = {getattr(gpio, k): f"gpio.{k}" for k in ("button_pin", "led_pin", "vibration_pin", "buzzer_pin")}
+    mandown = read_mandown(root.table("mandown"), {**pins, modem.power_pin: "modem.power_pin"},
+                           {"timing.cancel_presses": timing.cancel_presses, "timing.checkin_presses": timing.checkin_presses})
 
     checker.finish()
     return DeviceConfig(device=device, mqtt=mqtt, timing=timing, gpio=gpio, modem=modem,
-                        sms=sms, worker=worker, shift=shift, battery=battery, voice=voice)
+                        sms=sms, worker=worker, shift=shift, battery=battery, voice=voice, beacons=beacons,
+                        readiness=readiness, mandown=mandown)
 
 
 def _check_timezone(name: str) -> str | None:

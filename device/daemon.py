@@ -37,11 +37,13 @@ from .battery import BatteryMonitor, BatterySource, open_battery
 from .button import GestureButton, GestureTiming
 from .checkin import STATE_KEY as CHECKIN_STATE
 from .checkin import Checkin, CheckinTimer
+from .daemon_place import PlaceParts
 from device.config import DeviceConfig
 from device.control import ControlServer, socket_path
 from .fallback import SmsFallback
 from .feedback import Feedback
 from .link import MqttLink
+from .mandown_watch import start_for as start_mandown
 from .queue import EventQueue
 from .shift import ShiftSchedule
 from .voice import VoiceService
@@ -81,6 +83,8 @@ class DeviceDaemon:
         modem: an opened-or-openable :class:`modem.at.Modem`, or None (no modem).
         observer: optional ``(step, fields)`` hook.
         battery: a :class:`device.battery.BatterySource`; None = from ``[battery] source``.
+        accel: the man-down accelerometer (:mod:`device.accel`), used when ``[mandown]
+            enabled``; None = no man-down (logged as an error if it is enabled).
         control: serve the local control socket (``lonewatch device shift …``).
 
     Raises:
@@ -88,7 +92,7 @@ class DeviceDaemon:
     """
 
     def __init__(self, cfg: DeviceConfig, *, pin_factory=None, modem=None, observer: Observer | None = None,
-                 battery: BatterySource | None = None, control: bool = True) -> None:
+                 battery: BatterySource | None = None, control: bool = True, beacons=None, accel=None) -> None:
         self.cfg = cfg
         self.device_id = cfg.device.id
         self.observer = observer or (lambda step, fields: None)
@@ -134,6 +138,10 @@ class DeviceDaemon:
         self.feedback: Feedback | None = None
         #: Listen-in and call-back (issue 11); None when ``[voice]`` is off or there is no modem.
         self.voice: VoiceService | None = None
+        #: Beacons, shift-start self-test, unprotected warning (issue 12; ``beacons``: a scanner).
+        self.place = PlaceParts(self, beacons)
+        self._accel = accel
+        self.mandown = None  # device.mandown_watch.MandownWatch while man-down runs
 
     # --- durable state -----------------------------------------------------------------
 
@@ -161,9 +169,11 @@ class DeviceDaemon:
             hold_s=t.hold_s, cancel_presses=t.cancel_presses, cancel_window_s=t.cancel_window_s,
             checkin_presses=t.checkin_presses, checkin_window_s=t.checkin_window_s, bounce_s=t.bounce_s,
             min_press_s=t.min_press_s, max_press_s=t.max_press_s,
+            pause_presses=self.cfg.mandown.pause_presses if self._accel is not None and self.cfg.mandown.enabled else 0,
+            pause_window_s=self.cfg.mandown.pause_window_s,
         )  # fmt: skip
         self.button = GestureButton(
-            g.button_pin, timing, self._on_gesture, on_press=lambda: self.observer("button_down", {"pin": g.button_pin}),
+            g.button_pin, timing, self._on_gesture, on_press=lambda: self._on_press(g.button_pin),
             alarm_open=lambda: self.open_alarm is not None, pin_factory=self._pin_factory,
             on_ignored=lambda reason: self.observer("button_ignored", {"reason": reason}),
         )  # fmt: skip
@@ -184,6 +194,7 @@ class DeviceDaemon:
         self.fallback = SmsFallback(self.cfg, self.queue, self.supervisor, position=lambda: self.modem_state.position,
                                     tz=self.tz, observer=self.observer, on_fallback=self._on_fallback)
         self._open_battery()
+        self.mandown = start_mandown(self, self._accel)  # None unless [mandown] enabled + a sensor
         self.checkin.restore(self.queue.get_state(CHECKIN_STATE))
         if self._control_wanted:
             self._start_control()
@@ -197,6 +208,7 @@ class DeviceDaemon:
         self._spawn(self._alive_loop, "alive")
         self._spawn(lambda: self.fallback.run(self._stop, lambda: self._beat("sms")), "sms")
         self._spawn(self._house_loop, "house")
+        self.place.start(self._spawn)
         log.info("device %s started, firmware %s, %d event(s) queued", self.device_id, FIRMWARE_VERSION, self.queue.depth())
 
     def stop(self) -> None:
@@ -210,6 +222,7 @@ class DeviceDaemon:
             pass
         if self.control is not None:
             self.control.stop()
+        self.place.stop()
         for th in self._threads:
             th.join(5)
         self.link.stop()
@@ -217,6 +230,10 @@ class DeviceDaemon:
             self.supervisor.close()
         elif self.modem is not None:
             self.modem.close()
+        if self.mandown is not None:
+            self.mandown.stop()
+        if self._accel is not None:
+            self._accel.close()
         if self.button:
             self.button.close()
         if self.feedback:
@@ -247,6 +264,11 @@ class DeviceDaemon:
             self.battery = BatteryMonitor(source, b.low_pct, b.restore_pct,
                                           low=self.queue.get_state("battery_low") is True)
 
+    def _on_press(self, pin: int) -> None:
+        self.observer("button_down", {"pin": pin})
+        if self.mandown is not None:
+            self.mandown.press()
+
     def _start_control(self) -> None:
         try:
             server = ControlServer(socket_path(self.state_dir), self.handle_control)
@@ -273,6 +295,8 @@ class DeviceDaemon:
                 problems.append(f"thread {th.name} died")
         if not self.link.loop_alive():
             problems.append("MQTT network thread not running")
+        if self.mandown is not None and not self.mandown.alive() and not self._stop.is_set():
+            problems.append("man-down watcher died")
         try:
             self.queue.depth()
         except LonewatchError as exc:
@@ -297,16 +321,20 @@ class DeviceDaemon:
             event = Event(
                 device=self.device_id, seq=seq, kind=kind, ts=time.time(),
                 position=position, data=data or {},
+                beacon=self.place.beacon() if kind in ALARM_KINDS or self.on_shift else None,  # as the position
             )  # fmt: skip
-            try:
-                payload = encode(event)
-            except ValidationError as exc:
-                if event.position is None or not exc.field.startswith("position"):
-                    raise
-                # A bad fix must never cost the alarm: send it without the position.
-                log.error("position %r unusable (%s); raising %s without it", event.position, exc, kind)
-                event = dataclasses.replace(event, position=None)
-                payload = encode(event)
+            for _ in range(3):
+                try:
+                    payload = encode(event)
+                    break
+                except ValidationError as exc:
+                    # A bad fix or beacon sighting must never cost the alarm: send without it.
+                    part = next((p for p in ("position", "beacon") if exc.field.startswith(p)
+                                 and getattr(event, p) is not None), None)
+                    if part is None:
+                        raise
+                    log.error("%s %r unusable (%s); raising %s without it", part, getattr(event, part), exc, kind)
+                    event = dataclasses.replace(event, **{part: None})
             extra = state(event) if callable(state) else dict(state or {})
             if kind in ALARM_KINDS:
                 extra["open_alarm"] = event.id
@@ -317,6 +345,7 @@ class DeviceDaemon:
             self.fallback.wake()
         if self.voice is not None and kind in ALARM_KINDS:  # stored first, then listen-in (issue 11)
             self.voice.alarm_stored(event)
+        self.place.after_event(event)
         return event
 
     def _on_gesture(self, gesture: str) -> None:
@@ -329,6 +358,8 @@ class DeviceDaemon:
                 self.cancel_alarm()
             elif gesture == "checkin":
                 self.toggle_checkin()
+            elif gesture == "mandown_pause" and self.mandown is not None:
+                self.mandown.toggle_pause()
         except Exception:
             # The worker pressed for help: never let an error vanish in the button thread.
             log.exception("could not raise the event for gesture %s", gesture)
@@ -450,12 +481,14 @@ class DeviceDaemon:
             "connected": self.link.connected.is_set(), "modem_ready": ms.modem_ready,
             "signal_dbm": ms.signal_dbm, "registration": ms.registration,
             "battery_pct": self.battery.percent if self.battery else None,
-            "problems": self.health(),
+            "mandown": self.mandown.state if self.mandown else None,
+            "problems": self.health(), **self.place.status(),
         }  # fmt: skip
 
     # --- acks from the relay -----------------------------------------------------------
 
     def _on_ack(self, ack: Ack) -> None:
+        self.place.on_ack(ack)
         if ack.stage == "received":
             self.observer("ack_arrived", {"id": ack.id})
             known = self.queue.get(ack.id)
@@ -533,7 +566,7 @@ class DeviceDaemon:
             signal_dbm=ms.signal_dbm, registration=ms.registration,
             position=ms.position if self.on_shift else None,  # issue 13: no position off shift
             uptime_s=round(time.monotonic() - self._started, 1), firmware=FIRMWARE_VERSION,
-            queue_depth=self.queue.depth(),
+            queue_depth=self.queue.depth(), beacon=self.place.beacon() if self.on_shift else None,
         )  # fmt: skip
 
     def _modem_loop(self) -> None:
@@ -557,6 +590,7 @@ class DeviceDaemon:
                 if self.battery is not None and now >= next_battery:
                     next_battery = now + self.cfg.battery.poll_s
                     self._battery_tick()
+                self.place.tick()
             except Exception:
                 log.exception("housekeeping failed; retrying")
                 self._stop.wait(1.0)

@@ -11,12 +11,24 @@ pattern                vibration                       LED
 ``checkin_expiring``   3 long (0.5 s)                  3 blinks
 ``checkin_done``       1 medium (0.4 s)                1 long blink
 ``alarm_cancelled``    1 short, 1 long                 off
+``ready``              1 very long (1.5 s)             on 3 s — shift-start self-test passed
+``not_ready``          6 × 0.4 s, even rhythm          fast blink 8 s — NOT ready (issue 12)
+``unprotected``        3 very long (1.0 s), slow       3 long blinks — no MQTT and no SMS
+``mandown_prealarm``   3 × 0.4 s, repeated every 2 s   fast blink — man-down pre-alarm: press
+                       for the whole pre-alarm         the button or stand up to cancel
+``mandown_cancelled``  2 long (0.6 s)                  1 long blink — pre-alarm cancelled
+``mandown_paused``     4 short                         4 blinks — man-down paused
+``mandown_resumed``    2 medium (0.25 s)               2 blinks — man-down on again
 =====================  ==============================  =====================================
+
+``ready``, ``not_ready`` and ``unprotected`` also sound the buzzer when ``silent = false``
+(issue 12: "audible unless silent is required by the site").
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import Final
 
@@ -31,7 +43,19 @@ PATTERNS: Final[dict[str, tuple[tuple[float, float, int], tuple[float, float, in
     "checkin_expiring": ((0.5, 0.3, 3), (0.3, 0.3, 3)),
     "checkin_done": ((0.4, 0.1, 1), (0.4, 0.1, 1)),
     "alarm_cancelled": ((0.15, 0.2, 1), (0.0, 0.0, 0)),
+    # issue 12: readiness at shift start and the unprotected warning
+    "ready": ((1.5, 0.1, 1), (3.0, 0.1, 1)),
+    "not_ready": ((0.4, 0.4, 6), (0.1, 0.1, 40)),
+    "unprotected": ((1.0, 0.6, 3), (1.0, 0.6, 3)),
+    # Man-down (issue 10): unlike anything above, so a worker lying down feels it is not a
+    # confirmation but a question: "are you all right?"
+    "mandown_prealarm": ((0.4, 0.25, 3), (0.1, 0.1, 10)),
+    "mandown_cancelled": ((0.6, 0.3, 2), (1.0, 0.1, 1)),
+    "mandown_paused": ((0.1, 0.15, 4), (0.1, 0.15, 4)),
+    "mandown_resumed": ((0.25, 0.2, 2), (0.15, 0.15, 2)),
 }
+#: Patterns the buzzer sounds too (never when ``silent``).
+AUDIBLE: Final = frozenset({"alarm_taken", "no_connection", "ready", "not_ready", "unprotected", "mandown_prealarm"})
 
 
 class Feedback:
@@ -62,6 +86,10 @@ class Feedback:
         self.buzzer = DigitalOutputDevice(buzzer_pin, pin_factory=pin_factory) if buzzer_pin and not silent else None
         self.observer = observer
         self.played: list[str] = []
+        # gpiozero's blink() is not safe from two threads at once (issue 12 found "cannot join
+        # thread before it is started" when the paho thread and the readiness thread played
+        # together): one pattern starts at a time.
+        self._lock = threading.Lock()
 
     def play(self, pattern: str) -> None:
         """Play a pattern in the background.
@@ -70,12 +98,13 @@ class Feedback:
             KeyError: unknown pattern name.
         """
         vib, led = PATTERNS[pattern]
-        self.played.append(pattern)
-        self.vibration.blink(on_time=vib[0], off_time=vib[1], n=vib[2], background=True)
-        if led[2]:
-            self.led.blink(on_time=led[0], off_time=led[1], n=led[2], background=True)
-        if self.buzzer is not None and pattern in ("alarm_taken", "no_connection"):
-            self.buzzer.blink(on_time=vib[0], off_time=vib[1], n=vib[2], background=True)
+        with self._lock:
+            self.played.append(pattern)
+            self.vibration.blink(on_time=vib[0], off_time=vib[1], n=vib[2], background=True)
+            if led[2]:
+                self.led.blink(on_time=led[0], off_time=led[1], n=led[2], background=True)
+            if self.buzzer is not None and pattern in AUDIBLE:
+                self.buzzer.blink(on_time=vib[0], off_time=vib[1], n=vib[2], background=True)
         log.info("feedback: %s", pattern)
         if self.observer:
             self.observer(pattern)

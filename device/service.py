@@ -19,6 +19,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from protocol.errors import LonewatchError
+
 from . import sdnotify
 from device.config import DeviceConfig
 from .daemon import DeviceDaemon
@@ -60,7 +62,15 @@ def run_forever(cfg: DeviceConfig) -> None:
 
         modem = Modem(cfg.modem.port, cfg.modem.baudrate, flavour=cfg.modem.flavour,
                       sms_timeout_s=cfg.modem.sms_timeout_s)
-    daemon = DeviceDaemon(cfg, modem=modem)
+    accel = None
+    if cfg.mandown.enabled:  # the accelerometer edge is made here and handed in (issue 10)
+        from .mandown_watch import open_accelerometer
+
+        try:
+            accel = open_accelerometer(cfg.mandown)
+        except LonewatchError as exc:
+            log.error("man-down sensor unavailable, falls are NOT watched: %s", exc)
+    daemon = DeviceDaemon(cfg, modem=modem, accel=accel)
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())

@@ -179,6 +179,7 @@ class VoiceService:
                 self.supervisor.note(exc)
                 log.warning("voice set-up failed: %s", exc)
                 return
+            self.observer("voice_ready", {})  # caller id and call URCs are on (tests wait for it)
         self._was_ready = ready
 
     def _alarm_open(self, alarm_id: str) -> bool:

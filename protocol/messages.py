@@ -16,6 +16,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final, Literal, Union
 
+from .beacons import normalize_beacon_id
 from .errors import ValidationError
 from .topics import check_device_id, parse_topic
 
@@ -37,6 +38,9 @@ EVENT_KINDS: Final = ALARM_KINDS | frozenset(
         "battery_restore",
         "test",
         "listen_in",  # issue 11: a voice call to the ARC follows the alarm in data["alarm"]
+        # issue 12: the shift-start readiness result, and a span without MQTT and SMS
+        "readiness",
+        "unprotected",
     }
 )
 #: Kinds only the relay raises (SPEC §3 supervision): ``lost_contact`` (CID 356 q1) and its
@@ -84,6 +88,17 @@ class Position:
 
 
 @dataclass(frozen=True, slots=True)
+class BeaconSighting:
+    """The BLE location beacon a device takes as its place (issue 12): canonical ``id``
+    (:func:`protocol.beacons.normalize_beacon_id`), smoothed ``rssi`` in dBm, ``seen_at`` Unix
+    seconds (device clock) of the last advertisement heard from it."""
+
+    id: str
+    rssi: float
+    seen_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class Event:
     """Something that happened on a device: an alarm, cancel, check-in, shift, battery, test.
 
@@ -103,6 +118,8 @@ class Event:
     data: dict[str, Any] = field(default_factory=dict)
     type: Literal["event"] = "event"
     origin: str = "device"
+    #: Issue 12: the beacon the device took as its place when the event was raised, or None.
+    beacon: BeaconSighting | None = None
 
     @property
     def id(self) -> str:
@@ -128,6 +145,8 @@ class Alive:
     firmware: str
     queue_depth: int
     type: Literal["alive"] = "alive"
+    #: Issue 12: the beacon the device takes as its place now, or None.
+    beacon: BeaconSighting | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +184,8 @@ def encode(message: Message) -> bytes:
     obj = {"v": WIRE_VERSION, **asdict(message)}
     if obj.get("origin") == "device":
         del obj["origin"]  # the default: not on the wire (cellular bytes, older relays)
+    if "beacon" in obj and obj["beacon"] is None:
+        del obj["beacon"]  # optional (issue 12): absent when no beacon is heard
     _from_obj(obj)  # one validator for both directions; names the bad field
     try:
         raw = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
@@ -295,6 +316,20 @@ class _Reader:
             fixed_at=r.number("fixed_at", 0, 1e11),
         )
 
+    def beacon(self, key: str) -> BeaconSighting | None:
+        """Optional beacon sighting (issue 12): ``{"id", "rssi" dBm -127..20, "seen_at"}``."""
+        val = self.get(key, None)
+        if val is None:
+            return None
+        if not isinstance(val, dict):
+            raise ValidationError(self._name(key), "must be an object or null")
+        r = _Reader(val, frozenset({"id", "rssi", "seen_at"}), self._name(key) + ".")
+        return BeaconSighting(
+            id=normalize_beacon_id(r.get("id"), self._name(key) + ".id"),
+            rssi=r.number("rssi", -127, 20),
+            seen_at=r.number("seen_at", 0, 1e11),
+        )
+
     def mapping(self, key: str) -> dict[str, Any]:
         val = self.get(key, {})
         if not isinstance(val, dict):
@@ -314,6 +349,11 @@ def _event(r: _Reader) -> Event:
         pass  # relay-raised: data is the relay's own bookkeeping (deadline, last heard …)
     elif kind == "checkin_start":
         _Reader(data, frozenset({"duration_s"}), "data.").number("duration_s", CHECKIN_MIN_S, 86400, integer=True)
+    elif kind == "readiness" and not isinstance(data.get("ready"), bool):
+        raise ValidationError("data.ready", "must be true or false")
+    elif kind == "unprotected":
+        span = _Reader(data, frozenset({"since", "until", "span_s"}), "data.")
+        span.number("since", 0, 1e11), span.number("until", 0, 1e11), span.number("span_s", 0, 1e9)
     elif kind == "cancel":
         cancels = data.get("cancels")
         if not isinstance(cancels, str) or not cancels.startswith(device + ":"):
@@ -326,6 +366,7 @@ def _event(r: _Reader) -> Event:
         position=r.position("position"),
         data=data,
         origin=origin,
+        beacon=r.beacon("beacon"),
     )
 
 
@@ -340,6 +381,7 @@ def _alive(r: _Reader) -> Alive:
         uptime_s=r.number("uptime_s", 0, 1e10),
         firmware=r.string("firmware", max_len=32),
         queue_depth=r.number("queue_depth", 0, 1e9, integer=True),
+        beacon=r.beacon("beacon"),
     )
 
 
@@ -362,9 +404,10 @@ def _ack(r: _Reader) -> Ack:
 
 _BUILDERS = {"event": _event, "alive": _alive, "status": _status, "ack": _ack}
 _FIELDS = {
-    "event": frozenset({"device", "seq", "kind", "ts", "position", "data", "origin"}),
+    "event": frozenset({"device", "seq", "kind", "ts", "position", "data", "origin", "beacon"}),
     "alive": frozenset(
-        {"device", "ts", "battery_pct", "signal_dbm", "registration", "position", "uptime_s", "firmware", "queue_depth"}
+        {"device", "ts", "battery_pct", "signal_dbm", "registration", "position", "uptime_s", "firmware", "queue_depth",
+         "beacon"}
     ),
     "status": frozenset({"device", "state", "ts"}),
     "ack": frozenset({"id", "stage", "ts", "detail"}),

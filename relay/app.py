@@ -13,6 +13,8 @@ from collections.abc import Callable
 from .arc import ArcClient
 from .config import RelayConfig
 from .escalation import Escalation, EscalationSettings
+from .receiver_caps import ReceiverCaps
+from .redis_connect import connect_store
 from .registry import RegistryStore, import_registry_file
 from .service import RelayService
 from .store import Store, SupervisionPolicy
@@ -75,8 +77,8 @@ def build_service(
 ) -> RelayService:
     """Create (not start) the relay service described by ``cfg``; imports the registry file.
     ``on_raised(Event)`` observes events the relay's supervision raised."""
-    store = Store.from_url(cfg.redis.url, cluster=cfg.redis.cluster, event_log_maxlen=cfg.relay.event_log_maxlen,
-                           deadletter_maxlen=cfg.relay.dead_letter_maxlen)  # fmt: skip
+    store = connect_store(cfg.redis, event_log_maxlen=cfg.relay.event_log_maxlen,
+                          deadletter_maxlen=cfg.relay.dead_letter_maxlen)  # Sentinel/cluster aware (issue 14)
     sv = cfg.supervision
     store.supervision = SupervisionPolicy(
         alive_interval_s=sv.alive_interval_s, missed_alives=sv.missed_alives, grace_s=sv.grace_s, mode=sv.mode,
@@ -86,7 +88,8 @@ def build_service(
     if n:
         log.info("registry: %d device(s) imported from %s", n, cfg.registry.file)
     arc = (
-        ArcClient(list(cfg.arc.receivers), store, attempts_per_receiver=cfg.arc.attempts_per_receiver, backoff_s=cfg.arc.backoff_s)
+        ArcClient(list(cfg.arc.receivers), store, attempts_per_receiver=cfg.arc.attempts_per_receiver, backoff_s=cfg.arc.backoff_s,
+                  caps=ReceiverCaps(store.r))  # what each receiver accepted, shared by every relay
         if cfg.arc.receivers
         else None
     )
@@ -134,7 +137,9 @@ def add_operations(service: RelayService, cfg: RelayConfig, arc: ArcClient | Non
         store.raised_hooks.append(on_raised)
     store.dead_letter_hooks.append(metrics.on_dead_letter)
 
-    service.supervisor = Supervisor(store, sweep_interval_s=cfg.supervision.sweep_interval_s)
+    add_outage_guard(service, cfg, arc)
+    service.supervisor = Supervisor(store, sweep_interval_s=cfg.supervision.sweep_interval_s,
+                                    hold=service.broker_link.hold_until, mass_loss=service.mass_loss)  # type: ignore[attr-defined]
     service.components.append(service.supervisor)
     service.components.append(__import__("relay.retention").retention.Purger(store, cfg.retention))  # issue 13
     if arc is not None:
@@ -145,10 +150,51 @@ def add_operations(service: RelayService, cfg: RelayConfig, arc: ArcClient | Non
             on_poll=metrics.on_poll, on_test=metrics.on_test,
         )  # fmt: skip
         service.components.append(service.linktester)
+    add_readiness(service, cfg, arc)
     if cfg.metrics.listen:
         host, _, port = cfg.metrics.listen.rpartition(":")
         service.health = HealthServer(host.strip("[]"), int(port), lambda: health_report(service), metrics.exposition)  # type: ignore[attr-defined]
         service.components.append(service.health)  # type: ignore[attr-defined]
+
+
+def add_outage_guard(service: RelayService, cfg: RelayConfig, arc: ArcClient | None) -> None:
+    """Issue 14 "no false alarms from our own outages": the broker-link lease (holds lost
+    contacts, raises the one installation fault 350), the mass-loss summary and the system
+    events to ``[faults] admins`` (:mod:`relay.brokerlink`, :mod:`relay.system_events`)."""
+    from .brokerlink import BrokerLink, MassLoss
+    from .system_events import SystemEvents
+
+    f, esc = cfg.faults, service.dispatcher.escalation
+    events = SystemEvents(service.store, cfg.relay.instance, admins=f.admins, channels=getattr(esc, "channels", None))
+    link = BrokerLink(service.store, cfg.relay.instance, alive_interval_s=cfg.supervision.alive_interval_s,
+                      lease_s=f.link_lease_s, fault_after_s=f.fault_after_s, arc=arc, account=cfg.arc.account,
+                      partition=cfg.arc.partition, fmt=cfg.arc.format, system_events=events)  # fmt: skip
+    service.link_hooks.append(link.set_up)
+    link.probe = service.probe_broker
+    service.system_events = events  # type: ignore[attr-defined]
+    service.broker_link = link  # type: ignore[attr-defined]
+    service.mass_loss = MassLoss(service.store, events, threshold=f.mass_loss_threshold,  # type: ignore[attr-defined]
+                                 window_s=f.mass_loss_window_s)
+    service.components.append(link)
+
+
+def add_readiness(service: RelayService, cfg: RelayConfig, arc: ArcClient | None) -> None:
+    """Issue 12: the ARC link answer in the shift-start ack, readiness records, the ready
+    timeout (first contact told) and outage spans (:mod:`relay.readiness`)."""
+    from .alarms import AlarmStore
+    from .readiness import ReadinessTracker
+
+    store = service.store
+    tracker = ReadinessTracker(
+        store, RegistryStore(store), AlarmStore(store), ready_timeout_s=cfg.readiness.ready_timeout_s,
+        enabled=cfg.readiness.enabled, arc_configured=arc is not None,
+        poll_status=lambda: service.linktester.status() if service.linktester is not None else {},
+    )  # fmt: skip
+    service.readiness = tracker  # type: ignore[attr-defined]
+    service.pipeline.received_detail = tracker.ack_detail
+    service.pipeline.on_stored = _chain(tracker.on_stored, service.pipeline.on_stored)
+    service.dispatcher.on_result = _chain(tracker.on_result, service.dispatcher.on_result)
+    service.components.append(tracker)
 
 
 def run_forever(cfg: RelayConfig) -> None:

@@ -16,11 +16,11 @@ Choices, with the reasons:
 * **NAK handling.** A NAK carries the receiver's clock. If our frame's timestamp was ≥ 10 s
   off, the NAK was about time: the offset is stored per receiver and the frame is re-sent with
   a corrected timestamp (also for all later frames). Otherwise the NAK was about format
-  (pysiaalarm NAKs ``ADM-CID`` with more than one extended-data block): the frame is re-sent
-  with less extended data — all blocks, then one, then none — and the result is marked
-  ``degraded``. The alarm itself is never dropped for its extended data. A receiver that ACKs
-  after trimming remembers its block limit, so later alarms skip the NAK round trips.
-* **DUH** ("not understood") is not re-sent to that receiver: the next receiver gets it.
+  (pysiaalarm NAKs ``ADM-CID`` with more than one extended-data block).
+* **DUH, format NAK, unreadable or no reply** → the next step of the receiver's ladder
+  (:mod:`relay.arc_policy`: fewer extended-data blocks, none, then the other format if the
+  receiver allows it), then the next receiver. What a receiver took is learned and shared by
+  every relay (:mod:`relay.receiver_caps`), so later alarms skip the refused round trips.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Final, Protocol
+from typing import Any, Final
 
 from protocol.errors import LonewatchError, ValidationError
 from protocol.sia import (
@@ -52,6 +52,10 @@ from protocol.sia import (
     reply_complete,
 )
 
+from .arc_policy import SILENT_PER_STEP, plan_steps
+from .arc_sequences import MemorySequences, SequenceSource
+from .receiver_caps import ReceiverCaps, caps_key
+
 __all__ = [
     "ArcAlarm",
     "ArcClient",
@@ -67,6 +71,11 @@ __all__ = [
 ]
 
 _LOGGER = logging.getLogger(__name__)
+
+
+def receiver_key(receiver: "ArcReceiver") -> str:
+    """The Redis key of what ``receiver`` was learned to accept (:mod:`relay.receiver_caps`)."""
+    return caps_key(receiver.name, receiver.host, receiver.port)
 
 #: A NAK whose clock differs from our frame's timestamp by less than this is about format.
 CLOCK_NAK_THRESHOLD_S: Final = 10.0
@@ -90,7 +99,10 @@ class ArcUnavailableError(ArcError, ConnectionError):
 
 
 class ArcRejectedError(ArcError):
-    """Every receiver answered and refused the alarm (DUH, or NAK with nothing left to fix)."""
+    """Every receiver answered and refused the alarm (DUH, or NAK with nothing left to fix).
+    ``code_refused``: receivers that refused it for its Contact ID code only (they ACK others)."""
+
+    code_refused: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------- config and input
@@ -118,6 +130,8 @@ class ArcReceiver:
     protocol: str = "tcp"
     #: Seconds between NULL link polls of this receiver (:mod:`relay.linktest`); 0 = none.
     poll_interval_s: float = 0.0
+    #: The receiver takes both ADM-CID and SIA-DCS: a frame it refuses in one is tried in the other.
+    format_fallback: bool = False
 
     def __post_init__(self) -> None:
         if self.poll_interval_s < 0:
@@ -147,8 +161,9 @@ class ArcAlarm:
     ``account`` 3-16 hex digits; ``fmt`` ``"ADM-CID"`` (default) or ``"SIA-DCS"``;
     ``position`` ``(lat, lon, accuracy_m)`` in degrees/metres (accuracy may be None) → ``X``/``Y``
     blocks; ``occurred_at`` aware datetime of the event → ``H`` block (late delivery);
-    ``text`` worker/site → ``I`` block, made ASCII-safe by :func:`protocol.sia.ascii_text`.
-    Raises ValidationError on construction.
+    ``text`` worker/site → ``I`` block, made ASCII-safe by :func:`protocol.sia.ascii_text`;
+    ``place`` ``(building, floor, room)`` from a BLE beacon (issue 12, "" = unknown part) →
+    ``O``/``L``/``R`` blocks, ASCII-safe likewise. Raises ValidationError on construction.
     """
 
     account: str
@@ -157,6 +172,7 @@ class ArcAlarm:
     position: tuple[float, float, float | None] | None = None
     occurred_at: datetime | None = None
     text: str | None = None
+    place: tuple[str, str, str] | None = None
 
     def __post_init__(self) -> None:
         if self.fmt not in ("ADM-CID", "SIA-DCS"):
@@ -170,6 +186,9 @@ class ArcAlarm:
             format_timestamp(self.occurred_at)
         if self.text is not None:
             object.__setattr__(self, "text", ascii_text(self.text) or None)
+        if self.place is not None:
+            place = tuple(ascii_text(p or "", 64) for p in self.place)
+            object.__setattr__(self, "place", place if any(place) else None)
 
     def data(self) -> str:
         """The frame's data: ``#acct|QEEE GG ZZZ`` (ADM-CID) or ``#acct|Nri<p>/<code><zone>``."""
@@ -181,50 +200,31 @@ class ArcAlarm:
 def plan_xdata(alarm: ArcAlarm, limit: int | None = None) -> tuple[str, ...]:
     """Extended-data blocks for ``alarm`` with at most ``limit`` blocks (None = all).
 
-    Priority: position (``X`` + ``Y``), then ``H``, then ``I``; wire order X, Y, H, I. When only
-    one block fits and there is a position, a single ``I`` block carries position and text
-    (:func:`protocol.sia.format_position_text`, read back by ``parse_position_text``).
+    Priority: position (``X`` + ``Y``), then the place (``R`` room, ``L`` floor, ``O``
+    building: issue 12), then ``H``, then ``I``; wire order X, Y, O, L, R, H, I (SPEC §4:
+    position first). When only one block fits, a single ``I`` block carries position (if any,
+    :func:`protocol.sia.format_position_text`, read back by ``parse_position_text``), the
+    place (``building / floor / room``) and the text.
     """
     pos, when, text = alarm.position, alarm.occurred_at, alarm.text
     xy = (format_longitude(pos[1]), format_latitude(pos[0])) if pos else ()
+    olr = tuple(f"{tag}{value}" for tag, value in zip("OLR", alarm.place or ()) if value)
     h = ("H" + format_timestamp(when),) if when else ()
     i = ("I" + text,) if text else ()
-    full = (*xy, *h, *i)
+    full = (*xy, *olr, *h, *i)
     if limit is None or limit >= len(full):
         return full
     if limit <= 0:
         return ()
-    if pos and limit == 1:
-        return ("I" + format_position_text(pos[0], pos[1], pos[2], text),)
-    room = limit - len(xy)
-    return (*xy, *(h + i)[:room])
-
-
-# --------------------------------------------------------------------------- sequences
-class SequenceSource(Protocol):
-    """Source of DC-09 sequence numbers per account (the relay shares one through Redis)."""
-
-    def next_sequence(self, account: str) -> int:
-        """The next sequence for ``account``: 1..9999, wrapping 9999 → 1."""
-        ...
-
-
-class MemorySequences:
-    """In-process :class:`SequenceSource` (tests, single-process relays). Thread-safe."""
-
-    def __init__(self, start: int = 1) -> None:
-        if not 1 <= start <= 9999:
-            raise ValidationError("start", "must be 1..9999")
-        self._start = start
-        self._next: dict[str, int] = {}
-        self._lock = threading.Lock()
-
-    def next_sequence(self, account: str) -> int:
-        """The next sequence for ``account``: 1..9999, wrapping 9999 → 1."""
-        with self._lock:
-            value = self._next.get(account, self._start)
-            self._next[account] = value % 9999 + 1
-            return value
+    if limit == 1 and (pos or olr):
+        where = " / ".join(p for p in alarm.place or () if p)
+        joined = ", ".join(p for p in (where, text) if p) or None
+        if pos:
+            return ("I" + format_position_text(pos[0], pos[1], pos[2], joined),)
+        return ("I" + ascii_text(joined or ""),)
+    rest = limit - len(xy)
+    kept = set((*olr[::-1], *h, *i)[:rest])  # room before floor before building
+    return (*xy, *(b for b in (*olr, *h, *i) if b in kept))
 
 
 # --------------------------------------------------------------------------- results
@@ -248,8 +248,8 @@ class ArcResult:
     """A delivered alarm: which receiver ACKed, the reply, how many frames it took
     (``attempts``, all receivers), ``latency_s`` from :meth:`ArcClient.send` to the ACK,
     ``xdata_sent`` blocks in the ACKed frame, ``degraded`` True when that frame carried less
-    extended data than the receiver is configured to take (``max_xdata_blocks``): it was
-    trimmed after a format NAK, now or for an earlier alarm; and the log."""
+    extended data than the receiver is configured to take (``max_xdata_blocks``) or went in
+    the other format: trimmed after a refusal, now or for an earlier alarm; and the log."""
 
     receiver: str
     sequence: int
@@ -279,6 +279,7 @@ class ArcClient:
         backoff_s: float = 0.5,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        caps: ReceiverCaps | None = None,
     ) -> None:
         if not receivers:
             raise ValidationError("receivers", "at least one ARC receiver is needed")
@@ -294,7 +295,8 @@ class ArcClient:
         self._sleep = sleep
         self._lock = threading.Lock()
         self._offsets: dict[str, float] = {}
-        self._xdata_limits: dict[tuple[str, str], int] = {}  # (receiver, message ID) → cap
+        #: What each receiver accepted (learned; in Redis when the relay passes its client).
+        self.caps = caps if caps is not None else ReceiverCaps(None)
 
     def clock_offset(self, receiver: str) -> float:
         """Seconds added to our clock for frames to ``receiver`` (learned from its NAKs)."""
@@ -302,13 +304,17 @@ class ArcClient:
             return self._offsets.get(receiver, 0.0)
 
     def send(self, alarm: ArcAlarm, sequence: int | None = None) -> ArcResult:
-        """Deliver ``alarm``: primary, then the next receivers, until one ACKs.
+        """Deliver ``alarm``: primary, then the next receivers, until one ACKs; each receiver
+        is offered the ladder of :func:`relay.arc_policy.plan_steps` (fewer extended-data
+        blocks, then the other format where allowed) after a DUH, a format NAK or an
+        unreadable/absent reply. Receivers known not to take the alarm's code go last.
 
         ``sequence`` (1..9999): the DC-09 sequence to use — the caller's when it resends an
         alarm it sent before (a receiver may then discard the duplicate); None takes the
         next from the :class:`SequenceSource`.
 
-        Raises ArcRejectedError when every receiver refused it (DUH/NAK) and
+        Raises ArcRejectedError when every receiver refused it (DUH/NAK; its
+        ``code_refused`` names the receivers that refused only this code) and
         ArcUnavailableError otherwise (at least one could not be reached); both carry the log.
         ValidationError for a ``sequence`` out of range. Errors of the
         :class:`SequenceSource` (e.g. Redis down) propagate unchanged.
@@ -317,54 +323,62 @@ class ArcClient:
             sequence = self._sequences.next_sequence(alarm.account)
         elif isinstance(sequence, bool) or not isinstance(sequence, int) or not 1 <= sequence <= 9999:
             raise ValidationError("sequence", f"must be 1..9999, got {sequence!r}")
-        full = len(plan_xdata(alarm))
-        return self._deliver(self.receivers, alarm.fmt, alarm.account, sequence, alarm.data(),
-                             lambda n: plan_xdata(alarm, n), full)
+        code = f"{alarm.contact_id.code:03d}"
+        views = {r.name: self.caps.view(receiver_key(r), code) for r in self.receivers}
+        ordered = sorted(self.receivers, key=lambda r: views[r.name].refused)  # stable
+        plans = {r.name: [(s.alarm.fmt, s.alarm.data(), plan_xdata(s.alarm, s.xdata), s)
+                          for s in plan_steps(alarm, r, views[r.name], plan_xdata)] for r in ordered}
+        return self._deliver(tuple(ordered), alarm.account, sequence, plans, alarm, views)
 
     def poll(self, receiver: ArcReceiver, account: str) -> ArcResult:
         """Send a ``NULL`` link poll (sequence 0000) for ``account`` to one receiver.
 
         Raises ArcUnavailableError / ArcRejectedError like :meth:`send`.
         """
-        return self._deliver((receiver,), "NULL", check_account(account), 0, "", lambda _n: (), 0)
+        return self._deliver((receiver,), check_account(account), 0, {receiver.name: [("NULL", "", (), None)]}, None, {})
 
     # ----------------------------------------------------------------------- internals
-    def _deliver(self, receivers: tuple[ArcReceiver, ...], message_id: str, account: str,
-                 sequence: int, data: str, planner: Callable[[int | None], tuple[str, ...]],
-                 full: int) -> ArcResult:
+    def _deliver(self, receivers: tuple[ArcReceiver, ...], account: str, sequence: int,
+                 plans: dict[str, list[tuple[str, str, tuple[str, ...], Any]]], alarm: ArcAlarm | None,
+                 views: dict[str, Any]) -> ArcResult:
         started = time.monotonic()
         log: list[Attempt] = []
         unreachable = False
+        code_refused: list[str] = []
         for receiver in receivers:
-            outcome = self._try_receiver(receiver, message_id, sequence, account, data, planner,
-                                         full, log)
+            outcome = self._try_receiver(receiver, sequence, account, plans[receiver.name], log)
             if isinstance(outcome, tuple):
-                reply, xdata = outcome
-                # Degraded = less than this receiver is configured to take (a fallback).
-                cap = full if receiver.max_xdata_blocks is None else min(full, receiver.max_xdata_blocks)
+                reply, xdata, step = outcome
+                if alarm is not None and step is not None:
+                    self.caps.learned_ack(receiver_key(receiver), code=f"{alarm.contact_id.code:03d}", fmt=step.alarm.fmt,
+                                          configured_fmt=alarm.fmt, xdata=step.xdata if step.trimmed else None)  # fmt: skip
+                degraded = bool(step is not None and (step.trimmed or step.alarm.fmt != alarm.fmt))  # type: ignore[union-attr]
                 return ArcResult(receiver.name, sequence, reply, len(log),
-                                 time.monotonic() - started, len(xdata) < cap, xdata, tuple(log))
-            unreachable |= outcome
+                                 time.monotonic() - started, degraded, xdata, tuple(log))
+            if outcome == "unreachable":
+                unreachable = True
+            elif alarm is not None and outcome == "duh":
+                view = views.get(receiver.name)
+                if view is not None and view.knows_other_codes and not view.knows_code:
+                    code_refused.append(receiver.name)
+                    self.caps.learned_refusal(receiver_key(receiver), code=f"{alarm.contact_id.code:03d}")
         names = ", ".join(r.name for r in receivers)
         if unreachable:
             raise ArcUnavailableError(
                 f"no ARC receiver reachable ({names}) for sequence {sequence:04d}", tuple(log), sequence)
-        raise ArcRejectedError(
-            f"every ARC receiver refused sequence {sequence:04d} ({names})", tuple(log), sequence)
+        err = ArcRejectedError(f"every ARC receiver refused sequence {sequence:04d} ({names})", tuple(log), sequence)
+        err.code_refused = tuple(code_refused)
+        raise err
 
-    def _try_receiver(self, receiver: ArcReceiver, message_id: str, sequence: int, account: str,
-                      data: str, planner: Callable[[int | None], tuple[str, ...]], full: int,
-                      log: list[Attempt]) -> tuple[SiaReply, tuple[str, ...]] | bool:
-        """Try one receiver. Returns (ACK reply, extended data sent), or when giving up
-        True (unreachable: transport failures) / False (refused: DUH or NAK)."""
-        with self._lock:
-            caps = (full, receiver.max_xdata_blocks,
-                    self._xdata_limits.get((receiver.name, message_id)))
-        first = min(c for c in caps if c is not None)
-        levels = [first] + [n for n in (1, 0) if n < first]  # extended-data blocks per try
-        level = failures = naks = 0
+    def _try_receiver(self, receiver: ArcReceiver, sequence: int, account: str,
+                      steps: list[tuple[str, str, tuple[str, ...], Any]],
+                      log: list[Attempt]) -> tuple[SiaReply, tuple[str, ...], Any] | str:
+        """Try one receiver along its ladder. Returns (ACK reply, extended data sent, step),
+        or when giving up ``"unreachable"`` (transport failures), ``"duh"`` (the last answer
+        was DUH) or ``"nak"`` (refused by NAK)."""
+        i = failures = silent = naks = 0
         while True:
-            xdata = planner(levels[level])
+            message_id, data, xdata, _step = steps[i]
             offset = self.clock_offset(receiver.name)
             moment = datetime.fromtimestamp(self._clock() + offset, timezone.utc)
             frame = SiaFrame(message_id, sequence, account, data, xdata, moment,
@@ -378,6 +392,16 @@ class ArcClient:
                 _LOGGER.log(logging.INFO if outcome in ("ACK", "RSP") else logging.WARNING,
                             "ARC %s seq %04d: %s %s", receiver.name, sequence, outcome, detail)
 
+            def step_down(why: str) -> bool:
+                nonlocal i, silent
+                if i + 1 >= len(steps):
+                    return False
+                i, silent = i + 1, 0
+                nxt = steps[i]
+                _LOGGER.warning("ARC %s seq %04d: %s; re-sending as %s with %d extended-data blocks",
+                                receiver.name, sequence, why, nxt[0], len(nxt[2]))
+                return True
+
             reply, problem = self._ask(receiver, raw)
             if reply is not None and reply.kind in ("ACK", "RSP") and (
                 reply.sequence != sequence or reply.account not in (None, account)
@@ -385,22 +409,26 @@ class ArcClient:
                 problem = ("mismatch", f"{reply.kind} for sequence {reply.sequence} "
                                        f"account {reply.account}, not ours")
             if problem is not None or reply is None:
-                record(*(problem or ("garbage", "no reply")))
+                problem = problem or ("garbage", "no reply")
+                record(*problem)
+                if problem[0] in ("garbage", "timeout"):  # a reply it could not give: simpler frame
+                    silent += 1
+                    if silent >= SILENT_PER_STEP and step_down(f"{problem[0]} reply"):
+                        continue
                 failures += 1
                 if failures >= self._attempts:
-                    return True
+                    return "unreachable"
                 self._sleep(self._backoff_s * 2 ** (failures - 1))
                 continue
 
             if reply.kind in ("ACK", "RSP"):
                 record(reply.kind, f"{len(xdata)} extended-data blocks")
-                if level > 0:
-                    with self._lock:
-                        self._xdata_limits[(receiver.name, message_id)] = levels[level]
-                return reply, xdata
+                return reply, xdata, _step
             if reply.kind == "DUH":
-                record("DUH", "receiver did not understand the frame; trying the next receiver")
-                return False
+                record("DUH", "receiver did not understand the frame")
+                if step_down("DUH"):
+                    continue
+                return "duh"
 
             naks += 1  # a NAK: about our clock, or about the frame's format
             skew = None
@@ -410,15 +438,14 @@ class ArcClient:
                 with self._lock:
                     self._offsets[receiver.name] = offset + skew
                 record("NAK", f"clock off by {skew:+.0f} s; re-sending with corrected time")
-                if naks > len(levels) + 1:
-                    return False
+                if naks > len(steps) + 1:
+                    return "nak"
                 continue
-            if level + 1 < len(levels):
-                level += 1
-                record("NAK", f"format refused; re-sending with {levels[level]} extended-data blocks")
+            if step_down("format NAK"):
+                record("NAK", f"format refused; re-sending with {len(steps[i][2])} extended-data blocks")
                 continue
             record("NAK", "refused with no extended data left to trim")
-            return False
+            return "nak"
 
     def _ask(self, receiver: ArcReceiver, raw: bytes) -> tuple[SiaReply | None, tuple[str, str] | None]:
         """Exchange one frame; (reply, None) or (None, (outcome, detail)) on transport failure."""
@@ -439,7 +466,11 @@ class ArcClient:
         if receiver.protocol == "udp":
             return ArcClient._exchange_udp(receiver, raw)
         deadline = time.monotonic() + receiver.timeout_s
-        with socket.create_connection((receiver.host, receiver.port), timeout=receiver.timeout_s) as sock:
+        try:  # no TCP link is a transport failure, not a frame the receiver could not answer
+            sock = socket.create_connection((receiver.host, receiver.port), timeout=receiver.timeout_s)
+        except (TimeoutError, socket.timeout) as exc:
+            raise ConnectionError(f"connect timed out after {receiver.timeout_s} s") from exc
+        with sock:
             sock.sendall(raw)
             buffer = b""
             while not reply_complete(buffer):

@@ -39,12 +39,15 @@ PAGE_H: Final = 210.0
 MARGIN: Final = 9.0
 PICTURE_W: Final = 40.0
 PICTURE_H: Final = 13.0
+SIGNAL_H: Final = 8.0
 GAP: Final = 4.0
 MM_PER_S: Final = 11.0  # time scale of the press and vibration bars
 FONT_DIRS: Final = ("/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/dejavu", "/usr/share/fonts/TTF")
 FONT_FILES: Final = ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf")
 #: Type (and picture) sizes tried, largest first, until the card fits on one page.
 SCALES: Final = (1.0, 0.94, 0.88, 0.82, 0.76, 0.7, 0.64, 0.58)
+#: What fpdf2's markdown would read as a marker (bold, italic, underline, link).
+_MARKDOWN_MARKERS: Final = ("**", "__", "--", "](")
 INK: Final = (25, 25, 25)
 GREY: Final = (100, 100, 100)
 
@@ -125,13 +128,23 @@ class _Card:
         return size * self.scale * (0.52 if self.rtl else 0.45)
 
     def write(self, x: float, y: float, w: float, text: str, size: float, bold: bool = False,
-              colour: tuple[int, int, int] = INK) -> float:
-        """Write a paragraph at reading-start offset ``x``; returns its height."""
+              colour: tuple[int, int, int] = INK, markdown: bool = False) -> float:
+        """Write a paragraph at reading-start offset ``x``; returns its height. ``markdown``:
+        ``**…**`` is bold (fpdf2's markdown)."""
         self.font(size, bold, colour)
         self.pdf.set_xy(self.x(x, w), y)
         h = self.pdf.multi_cell(w, self.line_h(size), text, align="R" if self.rtl else "L",
-                                new_x="LMARGIN", new_y="NEXT", output="HEIGHT")
+                                new_x="LMARGIN", new_y="NEXT", output="HEIGHT", markdown=markdown)
         return float(h)
+
+    def write_item(self, x: float, y: float, w: float, title: str, text: str) -> float:
+        """An item's bold title and its text as one paragraph (a line less per item, so a
+        long table still fits at a readable size); two paragraphs if a text holds fpdf2
+        markdown markers. Returns the height."""
+        if not any(m in title + text for m in _MARKDOWN_MARKERS):
+            return self.write(x, y, w, f"**{title}**  {text}", 9, markdown=True)
+        h = self.write(x, y, w, title, 9, bold=True)
+        return h + self.write(x, y + h, w, text, 9)
 
     # --- pictures ----------------------------------------------------------------------
 
@@ -155,18 +168,18 @@ class _Card:
 
     def vibration_icon(self, x: float, y: float, colour: tuple[int, int, int]) -> None:
         """The device with wave marks on both sides (it vibrates)."""
-        pdf, k, h = self.pdf, self.scale, self.picture_h
+        pdf, k, h = self.pdf, self.scale, self.signal_h
         pdf.set_draw_color(*INK)
         pdf.set_line_width(0.35 * k)
         pdf.set_fill_color(235, 235, 235)
-        pdf.rect(self.x(x + 2 * k, 5 * k), y + 2 * k, 5 * k, h - 4 * k, style="DF", round_corners=True,
+        pdf.rect(self.x(x + 2 * k, 5 * k), y + 1 * k, 5 * k, h - 2 * k, style="DF", round_corners=True,
                  corner_radius=1.2 * k)
         pdf.set_draw_color(*colour)
         pdf.set_line_width(0.5 * k)
         for off in (0.0, 1.4 * k):
             for side in (x + 0.8 * k - off, x + 8.2 * k + off):
                 sx = self.x(side)
-                pdf.line(sx, y + 4 * k, sx, y + h - 4 * k)
+                pdf.line(sx, y + 2.5 * k, sx, y + h - 2.5 * k)
 
     def bracket(self, x: float, w: float, y: float, label: str) -> None:
         """A span under the bars with its length in seconds."""
@@ -190,43 +203,76 @@ class _Card:
             self.bar(start, top, min(t.hold_s, 2.4) * scale, h, g.colour)
             self.bracket(start, min(t.hold_s, 2.4) * scale, top + h + 2 * k, self._(HEADER["seconds"], n=_num(t.hold_s)))
             return
-        presses, window = ((t.cancel_presses, t.cancel_window_s) if g.kind == "cancel"
-                           else (t.checkin_presses, t.checkin_window_s))
+        presses, window = {"cancel": (t.cancel_presses, t.cancel_window_s),
+                           "pause": (t.pause_presses, t.pause_window_s)}.get(
+                               g.kind, (t.checkin_presses, t.checkin_window_s))
         span = min(window, 2.2) * scale
         step = span / presses
         for i in range(presses):
             self.bar(start + i * step + step * 0.2, top, step * 0.55, h, g.colour)
         self.bracket(start, span, top + h + 2 * k, "≤ " + self._(HEADER["seconds"], n=_num(window)))
 
+    @property
+    def signal_h(self) -> float:
+        """Height of a vibration picture (lower than a gesture's: no time bracket under it)."""
+        return SIGNAL_H * self.scale
+
+    @property
+    def picture_w(self) -> float:
+        return PICTURE_W * self.scale
+
+    @property
+    def signal_mm_per_s(self) -> float:
+        """Time scale of the vibration bars, mm per second: :data:`MM_PER_S` (scaled), or less
+        so that the longest pattern on the card fits its picture with every pulse drawn (a
+        worker counts the pulses: six must look like six)."""
+        k = self.scale
+        room = self.picture_w - 13 * k
+        longest = max((on * n + off * (n - 1) for on, off, n in (s.vibration for s in self.signals_shown())),
+                      default=0.0)
+        return min(MM_PER_S * k, room / longest) if longest > 0 else MM_PER_S * k
+
     def signal_picture(self, s: Signal, x: float, y: float) -> None:
         k = self.scale
         self.vibration_icon(x, y, s.colour)
         on_s, off_s, n = s.vibration
-        pos, top, h = x + 12 * k, y + 3.0 * k, self.picture_h - 6 * k
-        end = x + PICTURE_W
+        pos, top, h = x + 12 * k, y + 2.0 * k, self.signal_h - 4 * k
+        mm_per_s = self._signal_mm_per_s
         for _ in range(n):
-            w = max(1.6 * k, on_s * MM_PER_S * k)
-            if pos + w > end:  # a pattern longer than the picture: the bars that fit
-                break
+            w = max(1.0 * k, on_s * mm_per_s)
             self.bar(pos, top, w, h, s.colour)
-            pos += w + max(1.2 * k, off_s * MM_PER_S * k)
+            pos += w + max(0.8 * k, off_s * mm_per_s)
 
     # --- the page ----------------------------------------------------------------------
+
+    def signals_shown(self) -> list[Signal]:
+        """The signals of this device: those of no feature and of the features it has on."""
+        on = self.timings.features | {""}
+        return [s for s in card_items.SIGNALS if s.feature in on]
 
     def rows(self) -> tuple[list[_Row], list[_Row]]:
         t = self.timings
         values = {"hold": {"seconds": _num(t.hold_s)},
                   "cancel": {"seconds": _num(t.cancel_window_s), "presses": t.cancel_presses},
                   "checkin": {"seconds": _num(t.checkin_window_s), "presses": t.checkin_presses,
-                              "minutes": _num(t.checkin_default_s / 60)}}
-        gestures = [_Row(g, self._(g.title), self._(g.text, **values.get(g.kind, {}))) for g in card_items.GESTURES]
-        signals = [_Row(s, self._(s.title), self._(s.text)) for s in card_items.SIGNALS]
+                              "minutes": _num(t.checkin_default_s / 60)},
+                  "pause": {"seconds": _num(t.pause_window_s), "presses": t.pause_presses,
+                            "minutes": _num(t.pause_max_s / 60)}}
+        # Signal texts: the man-down pre-alarm's time and the pause gesture.
+        signal_values = {"seconds": _num(t.prealarm_s), "presses": t.pause_presses,
+                         "minutes": _num(t.pause_max_s / 60)}
+        on = t.features | {""}
+        gestures = [_Row(g, self._(g.title), self._(g.text, **values.get(g.kind, {})))
+                    for g in card_items.GESTURES if g.feature in on]
+        signals = [_Row(s, self._(s.title), self._(s.text, **signal_values)) for s in self.signals_shown()]
         return gestures, signals
 
     def draw(self) -> float:
         """Draw everything; returns the y the content ended at (mm from the top)."""
         pdf, width = self.pdf, PAGE_W - 2 * MARGIN
-        text_x, text_w = MARGIN + PICTURE_W + GAP, width - PICTURE_W - GAP
+        # The pictures shrink with the type, so the texts get the room they need.
+        text_x, text_w = MARGIN + self.picture_w + GAP, width - self.picture_w - GAP
+        self._signal_mm_per_s = self.signal_mm_per_s
         pdf.set_fill_color(190, 20, 30)
         pdf.rect(0, 0, PAGE_W, 22 * min(1.0, self.scale + 0.1), style="F")
         y = 5.0
@@ -236,16 +282,15 @@ class _Card:
         notice = HEADER["silent"] if self.timings.silent else HEADER["loud"]
         y += self.write(MARGIN, y, width, self._(notice), 9.5, bold=True) + 2
         gestures, signals = self.rows()
-        for heading, legend, rows, picture in (
-                (HEADER["buttons"], HEADER["buttons_legend"], gestures, self.gesture_picture),
-                (HEADER["signals"], HEADER["signals_legend"], signals, self.signal_picture)):
+        for heading, legend, rows, picture, picture_h in (
+                (HEADER["buttons"], HEADER["buttons_legend"], gestures, self.gesture_picture, self.picture_h),
+                (HEADER["signals"], HEADER["signals_legend"], signals, self.signal_picture, self.signal_h)):
             y += self.write(MARGIN, y, width, self._(heading), 12.5, bold=True)
             y += self.write(MARGIN, y, width, self._(legend), 8, colour=GREY) + 1.5
             for row in rows:
                 picture(row.item, MARGIN, y)  # type: ignore[arg-type]
-                h = self.write(text_x, y, text_w, row.title, 10, bold=True)
-                h += self.write(text_x, y + h, text_w, row.text, 9)
-                y += max(h, self.picture_h) + 2.2 * self.scale
+                h = self.write_item(text_x, y, text_w, row.title, row.text)
+                y += max(h, picture_h) + 2.2 * self.scale
             y += 1.5
         pdf.set_draw_color(*GREY)
         pdf.set_line_width(0.3)
@@ -260,7 +305,8 @@ def render_card(worker: Worker, language: str | None = None, *, timings: CardTim
     """The card of ``worker`` as PDF bytes: one A5 page in ``language`` (default the
     worker's own; an unknown language gives English, :func:`i18n.translation`).
 
-    ``timings`` are the gestures the device is configured for (default: SPEC §2 defaults).
+    ``timings`` are the gestures the device is configured for (default: SPEC §2 defaults)
+    and its optional features (man-down items only with ``timings.mandown``).
 
     Raises:
         CardError: the font is not installed (:func:`find_fonts`), or the items do not fit

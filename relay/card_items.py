@@ -12,6 +12,11 @@ A new device feature adds one :class:`Signal` (or :class:`Gesture`) here and its
 catalogs (``make catalogs``): the man-down pre-alarm and the "not ready" / "unprotected"
 warnings of issues 10 and 12 go in :data:`SIGNALS` this way. The card shrinks its type to
 stay on one page.
+
+An item of an optional device feature names it in ``feature`` (``"mandown"``: issue 10,
+``[mandown] enabled``); the card shows it only when :class:`CardTimings` says the worker's
+device has that feature on — a card must never promise a man-down alarm the device does not
+raise.
 """
 
 from __future__ import annotations
@@ -38,30 +43,49 @@ class CardTimings:
     checkin_window_s: float = 1.0
     checkin_default_s: int = 1800
     silent: bool = True
+    #: Man-down (issue 10, device.toml ``[mandown]``): ``mandown`` = ``enabled`` (off by
+    #: default, as on the device); ``prealarm_s`` the pre-alarm before ``man_down`` is sent
+    #: (profile default 30 s); ``pause_presses`` within ``pause_window_s`` pause it (again:
+    #: resume) for at most ``pause_max_s``.
+    mandown: bool = False
+    prealarm_s: float = 30.0
+    pause_presses: int = 4
+    pause_window_s: float = 3.0
+    pause_max_s: float = 900.0
+
+    @property
+    def features(self) -> frozenset[str]:
+        """The optional features the device has on (``Gesture.feature`` / ``Signal.feature``)."""
+        return frozenset({"mandown"} if self.mandown else ())
 
 
 @dataclass(frozen=True)
 class Gesture:
-    """A button gesture: ``kind`` ``hold`` / ``cancel`` / ``checkin`` (its timings come from
-    :class:`CardTimings`), a ``title`` and a ``text`` (message ids with ``{seconds}``,
-    ``{presses}``, ``{minutes}`` placeholders), and the picture's colour (RGB)."""
+    """A button gesture: ``kind`` ``hold`` / ``cancel`` / ``checkin`` / ``pause`` (its timings
+    come from :class:`CardTimings`), a ``title`` and a ``text`` (message ids with ``{seconds}``,
+    ``{presses}``, ``{minutes}`` placeholders), the picture's colour (RGB), and the optional
+    device ``feature`` it belongs to (``""`` = always on the card)."""
 
     kind: str
     title: str
     text: str
     colour: tuple[int, int, int]
+    feature: str = ""
 
 
 @dataclass(frozen=True)
 class Signal:
     """A vibration pattern of the device: ``pattern`` its name in ``device.feedback.PATTERNS``,
-    ``vibration`` ``(on_s, off_s, count)`` as played, ``title`` / ``text`` message ids."""
+    ``vibration`` ``(on_s, off_s, count)`` as played, ``title`` / ``text`` message ids (the
+    text may use ``{seconds}``: the man-down pre-alarm, ``{presses}``, ``{minutes}``: the
+    pause gesture and its longest pause), ``feature`` as for :class:`Gesture`."""
 
     pattern: str
     vibration: tuple[float, float, int]
     title: str
     text: str
     colour: tuple[int, int, int] = (200, 90, 0)
+    feature: str = ""
 
 
 RED: Final = (190, 20, 30)
@@ -94,6 +118,11 @@ GESTURES: Final[tuple[Gesture, ...]] = (
             N_("Before a risky task press {presses} times quickly (within {seconds} seconds): a "
                "{minutes}-minute timer starts. Press {presses} times again when you are safe, "
                "or the alarm goes out."), GREEN),
+    # Man-down (issue 10, device/mandown_watch.py): pause_presses short presses pause it.
+    Gesture("pause", N_("Pause man-down"),
+            N_("Press {presses} times quickly (within {seconds} seconds) before you lie or kneel down "
+               "on purpose. Press {presses} times again when you are done; after {minutes} minutes "
+               "man-down is on again by itself."), BLUE, feature="mandown"),
 )
 
 SIGNALS: Final[tuple[Signal, ...]] = (
@@ -112,6 +141,24 @@ SIGNALS: Final[tuple[Signal, ...]] = (
            N_("The check-in timer is stopped."), GREEN),
     Signal("alarm_cancelled", (0.15, 0.2, 1), N_("Alarm cancelled"),
            N_("Your cancel was sent."), BLUE),
+    # Readiness at shift start and the unprotected warning (issue 12, device/readiness.py).
+    Signal("ready", (1.5, 0.1, 1), N_("Ready"),
+           N_("Shift start: the device is ready. Your alarm gets through."), GREEN),
+    Signal("not_ready", (0.4, 0.4, 6), N_("NOT ready"),
+           N_("Do not start working alone. Check signal and charge, and tell your manager."), RED),
+    Signal("unprotected", (1.0, 0.6, 3), N_("Unprotected: no network"),
+           N_("Your alarm may not reach anyone. Move towards a window or the entrance, and tell "
+              "your manager if it stays."), RED),
+    # Man-down (issue 10, device/mandown_watch.py): the pre-alarm repeats every 2 s.
+    Signal("mandown_prealarm", (0.4, 0.25, 3), N_("Man-down: are you all right?"),
+           N_("You have been lying down or still for a while. Press the button or stand up "
+              "within {seconds} seconds to cancel, or the alarm goes out."), RED, feature="mandown"),
+    Signal("mandown_cancelled", (0.6, 0.3, 2), N_("Man-down cancelled"),
+           N_("No alarm was sent."), BLUE, feature="mandown"),
+    Signal("mandown_paused", (0.1, 0.15, 4), N_("Man-down paused"),
+           N_("Lying down raises no alarm now. The button still works."), feature="mandown"),
+    Signal("mandown_resumed", (0.25, 0.2, 2), N_("Man-down on again"),
+           N_("The device watches for a fall or stillness again."), GREEN, feature="mandown"),
 )
 
 #: The card's last lines: what raises an alarm without a press, and what is tracked.

@@ -20,6 +20,7 @@ from protocol.errors import ValidationError
 from protocol.configfile import ConfigChecker, ConfigSource, load_toml
 
 from .arc import ArcReceiver
+from .config_faults import FaultsSection, faults_section
 from .retention import RetentionSection, retention_section
 
 __all__ = [
@@ -95,6 +96,10 @@ class RedisConfig:
 
     url: str = field(default="redis://localhost:6379/0", repr=False)
     cluster: bool = False
+    #: Sentinel mode (issue 14): ``"host:port"`` of each Sentinel and the monitored master's
+    #: name; the master's address then comes from the Sentinels (``url`` gives db/password).
+    sentinels: tuple[str, ...] = ()
+    master_name: str = ""
 
     @property
     def redacted_url(self) -> str:
@@ -203,6 +208,16 @@ class MetricsSection:
 
 
 @dataclass(frozen=True)
+class ReadinessSection:
+    """``[readiness]`` (issue 12, :mod:`relay.readiness`): a device on shift whose self-test
+    has not reported "ready" within ``ready_timeout_s`` seconds of its shift start makes the
+    relay tell the first contact (``enabled`` false: only recorded)."""
+
+    enabled: bool = True
+    ready_timeout_s: float = 300.0
+
+
+@dataclass(frozen=True)
 class RelayConfig:
     """The whole ``relay.toml``. Build with :func:`load_relay_config` or :meth:`from_dict`."""
 
@@ -215,7 +230,9 @@ class RelayConfig:
     modem: ModemSection = field(default_factory=ModemSection)
     supervision: SupervisionSection = field(default_factory=SupervisionSection)
     metrics: MetricsSection = field(default_factory=MetricsSection)
+    faults: FaultsSection = field(default_factory=FaultsSection)
     retention: RetentionSection = field(default_factory=RetentionSection)  # issue 13
+    readiness: ReadinessSection = field(default_factory=ReadinessSection)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>") -> RelayConfig:
@@ -313,7 +330,14 @@ def _build(source: ConfigSource) -> RelayConfig:
     t = root.table("redis")
     redis = RedisConfig(url=t.string("url", RedisConfig.url, secret=True,
                                      check=_check_redis_url),
-                        cluster=t.boolean("cluster", False))
+                        cluster=t.boolean("cluster", False),
+                        sentinels=tuple(t.string_list("sentinels", [], pattern=r"[^\s:]+:[0-9]{1,5}",
+                                                      describe="\"host:port\" of a Sentinel")),
+                        master_name=t.string("master_name", ""))
+    if redis.sentinels and not redis.master_name:
+        t.problem("master_name", "required with sentinels (the name the Sentinels monitor)")
+    if redis.sentinels and redis.cluster:
+        t.problem("sentinels", "Sentinel and Redis Cluster exclude each other")
 
     t = root.table("arc")
     receivers: list[ArcReceiver] = []
@@ -345,6 +369,7 @@ def _build(source: ConfigSource) -> RelayConfig:
                              describe="1-6 hexadecimal digits").upper(),
             protocol=r.string("protocol", "tcp", choices=("tcp", "udp")),
             poll_interval_s=r.number("poll_interval_s", 0.0, min=0, max=86400),
+            format_fallback=r.boolean("format_fallback", False),
         )
         if len(checker.problems) > problems_before:
             continue  # already reported field by field
@@ -380,10 +405,15 @@ def _build(source: ConfigSource) -> RelayConfig:
     supervision, metrics = _operations_sections(root)
     retention = retention_section(root)
     root.has("console")  # [console] belongs to the console process: console.config checks it (issue 13)
+    t = root.table("readiness")
+    readiness = ReadinessSection(enabled=t.boolean("enabled", True),
+                                 ready_timeout_s=t.number("ready_timeout_s", ReadinessSection.ready_timeout_s, min=1, max=86400))
+    faults = faults_section(root)
     checker.finish()
     return RelayConfig(relay=relay, mqtt=mqtt, redis=redis, arc=arc,
                        registry=RegistrySection(file=registry_path), notify=notify, modem=modem,
-                       supervision=supervision, metrics=metrics, retention=retention)
+                       supervision=supervision, metrics=metrics, retention=retention, readiness=readiness,
+                       faults=faults)
 
 
 def _check_listen(value: str) -> str | None:

@@ -3,9 +3,10 @@
 Worker threads take dispatch jobs from the Redis stream consumer group (at-least-once:
 a job taken by a relay that dies is reclaimed by another after ``reclaim_idle_s``), map the
 event to Contact ID, send it with :class:`relay.arc.ArcClient`, record the result on the
-event and ack ``arc`` to the device. An ARC that cannot be reached is retried with
-back-off until it takes the alarm; the device is told ``arc_failed`` meanwhile, so it can
-fall back to SMS. Nothing is dropped: a job is XACKed only once its outcome is recorded.
+event and ack ``arc`` to the device. An ARC that cannot be reached or refuses is retried
+with back-off until it takes the alarm (issue 14; the ladder per receiver is
+:mod:`relay.arc_policy`); the device is told ``arc_failed`` meanwhile, so it can fall back
+to SMS. Nothing is dropped: a job is XACKed only once its outcome is recorded.
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ from protocol.messages import Ack, Event
 from protocol.sia import ContactId, contact_id_for
 
 from .arc import ArcAlarm, ArcClient, ArcError, ArcRejectedError, ArcResult
+from .arc_policy import INFORMATIONAL_KINDS, ArcFaults
+from .places import with_place
 from .store import ARC_TERMINAL, DeviceEntry, Store, StoreError
 
 log = logging.getLogger(__name__)
 
 #: Event kinds that are not sent to the ARC (check-in bookkeeping stays in the relay).
-NOT_FOR_ARC = frozenset({"checkin_start", "checkin_done"})
+NOT_FOR_ARC = frozenset({"checkin_start", "checkin_done", "readiness", "unprotected"})  # last two: issue 12
 #: A device-queued event older than this (relay clock vs event time) carries its time of
 #: occurrence as ``H`` extended data (SPEC §4), in seconds.
 LATE_AFTER_S = 30.0
@@ -203,6 +206,7 @@ class Dispatcher:
             return
         entry = self.store.device(event.device)
         alarm = arc_alarm_of(event, entry, partition=self.partition, fmt=self.fmt) if entry and to_arc else None
+        alarm = with_place(alarm, self.store, event)  # issue 12: building/floor/room from the beacon
         if alarm is None or self.arc is None:
             self.store.mark_event(event_id, arc="not_sent" if alarm is None and to_arc else "no_arc")
             if alarm is not None:
@@ -240,40 +244,83 @@ class Dispatcher:
             self._stop.wait(0.05)
 
     def _send_until_done(self, event: Event, alarm: ArcAlarm) -> None:
+        """Send until a receiver ACKs, never giving up while the alarm is open (issue 14):
+        every receiver refusing (DUH/NAK after its whole ladder, :mod:`relay.arc_policy`) or
+        none reachable → a visible fault (:class:`relay.arc_policy.ArcFaults`), the contacts
+        are told (escalation) and the round is repeated after a back-off doubling up to
+        :attr:`RETRY_CAP_S`. Final without an ACK only: an informational event every receiver
+        refused for its code alone (``code_refused``), or an alarm closed meanwhile
+        (cancelled/restored: ``closed_undelivered``)."""
         wait, told_failed = self.retry_s, False
         while True:
             try:
                 # One sequence per event, kept in Redis: a resend after a crash repeats it.
                 sequence = self.store.event_sequence(event.id, alarm.account)
                 result: ArcResult = self.arc.send(alarm, sequence=sequence)  # type: ignore[union-attr]
-            except ArcRejectedError as exc:
-                # DUH everywhere: resending the same frame is pointless; record it loudly.
-                log.error("ARC rejected %s (%s): %s", event.id, event.kind, exc)
-                self.store.mark_event(event.id, arc="rejected", arc_error=str(exc)[:500])
-                self._ack_device(event, Ack(id=event.id, stage="arc_failed", ts=time.time(), detail={"reason": "rejected"}))
-                self._notify(event, exc)
-                return
             except ArcError as exc:
-                log.error("ARC unreachable for %s (%s): %s; retrying in %.1f s", event.id, event.kind, exc, wait)
-                self.store.mark_event(event.id, arc="retrying", arc_error=str(exc)[:500])
+                refused = isinstance(exc, ArcRejectedError)
+                if refused and event.kind in INFORMATIONAL_KINDS and self.arc is not None \
+                        and len(exc.code_refused) == len(self.arc.receivers):  # type: ignore[attr-defined]
+                    log.warning("no ARC receiver knows code %03d: %s (%s) recorded as code_refused",
+                                alarm.contact_id.code, event.id, event.kind)
+                    self.store.mark_event(event.id, arc="code_refused", arc_error=str(exc)[:500])
+                    self._fault(event, None)
+                    return
+                if self._closed_meanwhile(event):
+                    log.error("alarm %s (%s) closed before any ARC receiver took it", event.id, event.kind)
+                    self.store.mark_event(event.id, arc="closed_undelivered", arc_error=str(exc)[:500])
+                    self._fault(event, None)
+                    return
+                reason = "rejected" if refused else "unreachable"
+                log.error("ARC %s for %s (%s): %s; retrying in %.1f s", "refused" if refused else "unreachable",
+                          event.id, event.kind, exc, wait)
+                self.store.mark_event(event.id, arc="retrying", arc_error=str(exc)[:500], arc_reason=reason)
+                self._fault(event, reason)
                 if not told_failed:
-                    self._ack_device(event, Ack(id=event.id, stage="arc_failed", ts=time.time(), detail={"reason": "unreachable"}))
+                    self._ack_device(event, Ack(id=event.id, stage="arc_failed", ts=time.time(), detail={"reason": reason}))
                     told_failed = True
                 self._notify(event, exc)
                 if self._stop.wait(wait):
                     return  # job stays pending in Redis; another run picks it up
-                wait = min(wait * 2, 30.0)
+                wait = min(wait * 2, self.RETRY_CAP_S)
                 self._wait_turn(event)  # when the ARC is back, older events of the device first
                 continue
             self.store.mark_event(
                 event.id, arc="acked", arc_receiver=result.receiver, arc_sequence=result.sequence,
                 arc_latency_ms=round(result.latency_s * 1000, 1), arc_acked_at=f"{time.time():.3f}",
             )  # fmt: skip
+            self._fault(event, None)
             log.info("ARC ACK for %s (%s) from %s in %.0f ms", event.id, event.kind, result.receiver, result.latency_s * 1000)
             self._notify(event, result)
             detail = {"receiver": result.receiver, "latency_ms": round(result.latency_s * 1000, 1)}
             self._ack_device(event, Ack(id=event.id, stage="arc", ts=time.time(), detail=detail))
             return
+
+    #: Longest wait between two delivery rounds of an alarm no receiver took, seconds.
+    RETRY_CAP_S = 30.0
+
+    def _fault(self, event: Event, reason: str | None) -> None:
+        """Open (``reason``) or close (None) the event's undelivered-alarm fault; Redis
+        trouble here is logged, never keeps the alarm from the next round."""
+        try:
+            faults = ArcFaults(self.store.r)
+            if reason is None:
+                faults.close(event.id)
+            else:
+                faults.open(event.id, event.kind, reason)
+        except Exception as exc:
+            log.error("could not record the ARC fault of %s: %s", event.id, exc)
+
+    def _closed_meanwhile(self, event: Event) -> bool:
+        """True when the event's alarm was cancelled or restored (no longer open)."""
+        alarms = getattr(self.escalation, "alarms", None)
+        if alarms is None:
+            return False
+        try:
+            alarm = alarms.get(event.id)
+        except Exception:
+            return False
+        return alarm is not None and alarm.state in ("cancelled", "restored")
 
     def _ack_device(self, event: Event, ack: Ack) -> None:
         """Tell the device about its own events; relay-raised ones are none of its business."""

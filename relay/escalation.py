@@ -38,6 +38,7 @@ from protocol.messages import ALARM_KINDS, Event
 from .alarms import Alarm, AlarmStore
 from .notify import Channel, Delivery
 from .notify.templates import DEFAULT_MAP_URL, MessageContext, parse_reply, render
+from .places import place_fields
 from .registry import RegistryStore, Resolved, normalize_phone
 from .store import Store, StoreError
 
@@ -188,6 +189,7 @@ class Escalation:
             "lat": "" if lat is None else lat, "lon": "" if lon is None else lon,
             "policy": policy, "escalate_after_s": after, "max_rounds": self.settings.max_rounds,
             "account": resolved.entry.account if resolved else "",
+            **place_fields(self.store, event),  # issue 12: building, floor, room, note of the beacon
         }
         escalate = policy != "arc_only"
         names = ", ".join(c.name for c in contacts) or "nobody"
@@ -389,6 +391,8 @@ class Escalation:
             lon=alarm.float_or_none("lon"), escape_routes=alarm.get("escape_routes"),
             alarm_system=alarm.get("alarm_system"), ref=alarm.ref, alarm_id=alarm.id,
             by=alarm.get("acked_by"), timezone=alarm.get("timezone"), refs=refs,
+            building=alarm.get("place_building"), floor=alarm.get("place_floor"), room=alarm.get("place_room"),
+            note=alarm.get("place_note"), detail=alarm.get("detail"),
         )
 
 

@@ -84,6 +84,18 @@ def health_report(service: Any) -> dict[str, Any]:
                 degraded.append("last periodic test failed")
         out["arc"] = arc
 
+    try:  # issue 14: alarms no ARC receiver took, the installation-wide broker fault
+        from .faults_report import collect_faults
+
+        f = collect_faults(store.r)
+        out["faults"] = {"arc_undelivered": len(f["arc_undelivered"]), "installation_fault": f["installation_fault"],
+                         "broker_links": f["broker_links"]}  # fmt: skip
+        if f["arc_undelivered"]:
+            degraded.append(f"{len(f['arc_undelivered'])} alarm(s) not taken by any ARC receiver (retrying)")
+        if f["installation_fault"]:
+            failing.append("no relay has a broker subscription (installation fault 350)")
+    except Exception as exc:
+        out["faults"] = {"error": type(exc).__name__}
     out["status"] = "failing" if failing else ("degraded" if degraded else "ok")
     out["problems"] = failing + degraded
     return out

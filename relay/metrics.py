@@ -166,6 +166,15 @@ class _LiveCollector(Collector):
             g.add_metric(["overdue"], overdue)
             yield g
             yield gauge("lonewatch_dead_letter_stream_length", "Entries in the dead-letter stream.", dl)
+            try:  # issue 14 faults
+                from .faults_report import collect_faults
+
+                f = collect_faults(self.store.r)
+                yield gauge("lonewatch_arc_undelivered_alarms", "Alarms no ARC receiver took yet (retrying).", len(f["arc_undelivered"]))
+                yield gauge("lonewatch_installation_fault", "1 while no relay has a broker subscription (CID 350).", int(f["installation_fault"]))
+                yield gauge("lonewatch_broker_links", "Relays holding a live broker-link lease.", f["broker_links"])
+            except Exception:
+                pass
         if self.pipeline_counts is not None:
             from prometheus_client.core import CounterMetricFamily
 

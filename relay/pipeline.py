@@ -60,6 +60,9 @@ class Pipeline:
         self.on_stored = on_stored
         #: Counts per outcome and per dead-letter reason class (operability).
         self.counts: Counter[str] = Counter()
+        #: Issue 12: optional ``(Event) -> dict`` for the ``received`` ack's detail (the
+        #: readiness round trip: the ARC link state on a ``shift_start``, :mod:`relay.readiness`).
+        self.received_detail: Callable[[Event], dict] | None = None
         #: device id → (registry entry, expiry on the monotonic clock), for alive messages only.
         self._known: dict[str, tuple[object, float]] = {}
 
@@ -144,7 +147,7 @@ class Pipeline:
         msg, payload = strip_location_off_shift(self.store, msg, payload)  # issue 13: only on shift or with an alarm
         is_new = self.store.store_event(msg, payload)
         # Ack only now that Redis has it; a resend is acked again (the first ack may be lost).
-        self.publish_ack(msg.device, Ack(id=msg.id, stage="received", ts=time.time()))
+        self.publish_ack(msg.device, Ack(id=msg.id, stage="received", ts=time.time(), detail=self._received_detail(msg)))
         if not is_new:
             rec = self.store.event(msg.id)
             if rec is not None and rec[1].get("arc") == "acked":
@@ -154,6 +157,15 @@ class Pipeline:
         if self.on_stored is not None:
             self.on_stored(msg, is_new)
         return Handled("stored" if is_new else "duplicate", event=msg)
+
+    def _received_detail(self, event: Event) -> dict:
+        if self.received_detail is None:
+            return {}
+        try:
+            return self.received_detail(event)
+        except Exception:  # the ack goes out whatever the hook does
+            log.exception("received-ack detail hook failed for %s", event.id)
+            return {}
 
     def _dead_letter(self, topic: str, payload: bytes, reason: str) -> Handled:
         device = "?"

@@ -37,7 +37,8 @@ from .store import DEADLETTER, EVENTS, INDEX, Store, device_key, escalation_key
 __all__ = ["ErasureRefused", "UnknownWorker", "erase_worker", "export_worker"]
 
 #: Alarm record fields that identify or locate the worker, blanked by erasure.
-_ALARM_PERSONAL: Final = ("worker_number", "lat", "lon")
+_ALARM_PERSONAL: Final = ("worker_number", "lat", "lon",
+                           "beacon", "place_building", "place_floor", "place_room", "place_note")  # issue 12
 
 
 class UnknownWorker(LonewatchError, LookupError):

@@ -30,7 +30,8 @@ from __future__ import annotations
 from typing import Final
 
 #: Device state fields that tell where the worker is: stored only while on shift (issue 13).
-LOCATION_FIELDS: Final = ("lat", "lon", "accuracy_m", "fixed_at", "place", "beacons")
+LOCATION_FIELDS: Final = ("lat", "lon", "accuracy_m", "fixed_at", "place", "beacons",
+                          "beacon", "beacon_rssi", "beacon_at")  # last three: issue 12 (relay/places.py)
 
 #: Shared helpers, prepended to the device scripts.
 _LIB: Final = "local LOCATION_LIST = {" + ", ".join(f"'{f}'" for f in LOCATION_FIELDS) + "}" + r"""

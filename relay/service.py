@@ -24,6 +24,7 @@ from protocol.topics import RELAY_FILTERS, shared, topic
 
 from .arc import ArcClient
 from .dispatch import Dispatcher
+from .inbox import Inbox
 from .pipeline import Pipeline
 from .store import Store, StoreError
 
@@ -74,7 +75,8 @@ class RelayService:
         self.shared_group = shared_group
         self._host, self._port, self._keepalive = mqtt_host, mqtt_port, keepalive_s
         self._session_expiry_s = session_expiry_s
-        self._inbox: queue.Queue[tuple[str, bytes, int, int] | None] = queue.Queue()
+        # Events before alives (relay.inbox): an alarm never waits behind an alive backlog.
+        self._inbox: Inbox[tuple[str, bytes, int, int] | None] = Inbox()
         self._stop = threading.Event()
         self.connected = threading.Event()
         self.client = mqtt.Client(
@@ -87,6 +89,10 @@ class RelayService:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
+        #: ``(up: bool) -> None`` told when the broker granted our subscriptions (True) or the
+        #: connection is gone (False): :class:`relay.brokerlink.BrokerLink` (issue 14).
+        self.link_hooks: list[Callable[[bool], None]] = []
         self.client.reconnect_delay_set(min_delay=1, max_delay=10)
         self.pipeline = Pipeline(store, self.publish_ack, on_stored=on_stored)
         self.dispatcher = Dispatcher(
@@ -125,7 +131,7 @@ class RelayService:
                 part.stop()
             except Exception:
                 log.exception("could not stop %r", part)
-        self._inbox.put(None)
+        self._inbox.put(None, urgent=True)
         self.client.disconnect()
         self.client.loop_stop()
         self.dispatcher.stop()
@@ -144,13 +150,27 @@ class RelayService:
         log.info("relay connected to %s:%s (session present: %s)", self._host, self._port, flags.session_present)
         self.connected.set()
 
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        ok = bool(reason_codes) and all(not rc.is_failure for rc in reason_codes)
+        if not ok:
+            log.error("broker refused the relay's subscriptions: %s", [str(rc) for rc in reason_codes])
+        self._tell_link(ok)
+
+    def _tell_link(self, up: bool) -> None:
+        for hook in self.link_hooks:
+            try:
+                hook(up)
+            except Exception:
+                log.exception("broker link hook failed")
+
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
+        self._tell_link(False)
         if not self._stop.is_set():
             log.warning("relay lost the broker (%s); reconnecting", reason_code)
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
-        self._inbox.put((msg.topic, bytes(msg.payload), msg.mid, msg.qos))
+        self._inbox.put((msg.topic, bytes(msg.payload), msg.mid, msg.qos), urgent=not msg.topic.endswith("/alive"))
 
     # --- pipeline thread ----------------------------------------------------------------
 
@@ -232,6 +252,17 @@ class RelayService:
         """Send ``ack`` to ``lonewatch/<device_id>/ack`` with QoS 1 (paho queues it while
         the broker is away)."""
         self.client.publish(topic(device_id, "ack"), encode(ack), qos=1)
+
+    def probe_broker(self, timeout_s: float) -> bool:
+        """True when the broker PUBACKs a QoS 1 probe within ``timeout_s`` seconds (issue 14:
+        a paused broker keeps the TCP link open). The probe goes to the ack topic of a device
+        id no device has (``_probe-<instance>``), which the relay's ACL lets it write."""
+        try:
+            info = self.client.publish(f"lonewatch/_probe-{self.instance}/ack", b"{}", qos=1)
+            info.wait_for_publish(timeout_s)
+            return info.is_published()
+        except (RuntimeError, ValueError):
+            return False
 
     def threads_alive(self) -> bool:
         """True while the pipeline thread and every dispatch worker run (health)."""

@@ -36,6 +36,14 @@ class DeviceStatus:
     registration: str
     firmware: str
     open_alarms: list[str] = field(default_factory=list)
+    #: Issue 12: ``place`` "building / floor / room" of the beacon in the last alive ("" =
+    #: none; ``beacon`` its id, also when the registry does not know it); ``ready`` the last
+    #: shift-start self-test of the current shift: "ready", "NOT ready: <checks>", "pending",
+    #: "" (no shift recorded); ``unprotected_s`` the last span without MQTT and SMS.
+    place: str = ""
+    beacon: str = ""
+    ready: str = ""
+    unprotected_s: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,8 +103,29 @@ def collect(store: Store, devices: Iterable[str] | None = None, *, now: float | 
             registration=state.get("registration", ""),
             firmware=state.get("firmware", ""),
             open_alarms=open_by_device.get(dev, []),
+            **_place_and_readiness(store, dev, state),
         ))  # fmt: skip
     return rows
+
+
+def _place_and_readiness(store: Store, dev: str, state: dict[str, str]) -> dict[str, Any]:
+    """Issue 12 columns of one device (see :class:`DeviceStatus`)."""
+    from .places import PlaceStore
+    from .readiness import ReadinessTracker
+
+    beacon = state.get("beacon", "")
+    place = PlaceStore(store).get(beacon) if beacon else None
+    rec = ReadinessTracker.record(store, dev)
+    ready = ""
+    if rec.get("shift"):
+        if rec.get("result_shift") != rec["shift"]:
+            ready = "pending"
+        elif rec.get("ready") == "1":
+            ready = "ready"
+        else:
+            ready = "NOT ready" + (f": {rec['failed']}" if rec.get("failed") else "")
+    return {"place": place.label() if place else (f"beacon {beacon} (not in registry)" if beacon else ""),
+            "beacon": beacon, "ready": ready, "unprotected_s": _num(rec.get("unprotected_s"), float)}
 
 
 def _age(seconds: float | None) -> str:
@@ -113,7 +142,7 @@ def _age(seconds: float | None) -> str:
 
 def render_table(rows: list[DeviceStatus]) -> str:
     """A plain-text table, one line per device, widest cell decides each column."""
-    header = ("DEVICE", "WORKER", "SITE", "LAST SEEN", "LINK", "SHIFT", "BATTERY", "SIGNAL", "OPEN ALARMS")
+    header = ("DEVICE", "WORKER", "SITE", "LAST SEEN", "LINK", "SHIFT", "BATTERY", "SIGNAL", "OPEN ALARMS", "PLACE", "READY")
     lines = [header]
     for r in rows:
         shift = "-" if r.on_shift is None else ("on" if r.on_shift else "off")
@@ -124,6 +153,7 @@ def render_table(rows: list[DeviceStatus]) -> str:
             "-" if r.battery_pct is None else f"{r.battery_pct} %",
             "-" if r.signal_dbm is None else f"{r.signal_dbm} dBm",
             f"{len(r.open_alarms)}: {alarms}" if r.open_alarms else "-",
+            r.place or "-", (r.ready or "-") + (f", unprotected {r.unprotected_s:.0f} s" if r.unprotected_s else ""),
         ))  # fmt: skip
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines) + "\n"

@@ -68,7 +68,7 @@ INDEX: Final = PREFIX + "deadlines"
 #: How long an event id is remembered for deduplication, in seconds (30 days).
 EVENT_TTL_S: Final = 30 * 24 * 3600
 #: ``arc`` states of an event record after which no dispatcher sends it again.
-ARC_TERMINAL: Final = ("acked", "rejected", "not_sent", "no_arc", "suppressed")
+ARC_TERMINAL: Final = ("acked", "rejected", "not_sent", "no_arc", "suppressed", "code_refused", "closed_undelivered")
 #: How long a sweeper owns a claimed index member, seconds (a sweeper that dies mid-way
 #: delays that device's deadline by at most this).
 SWEEP_LEASE_S: Final = 5.0
@@ -189,6 +189,20 @@ class Store:
             return cls(RedisCluster.from_url(url, socket_timeout=5, socket_connect_timeout=3), **kw)  # type: ignore[arg-type]
         return cls(redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3, health_check_interval=10), **kw)
 
+    #: Replicas that must have a write before an event is acked ``received`` or an ARC
+    #: outcome counts (``WAIT``; issue 14: a failover must lose no alarm and send none twice).
+    #: 0 = a single Redis; :func:`relay.redis_connect.connect_store` sets 1 for Sentinel/Cluster.
+    replicas_to_wait: int = 0
+    replica_wait_ms: int = 1000
+
+    def _replicated(self, key: str) -> None:
+        """Return once :attr:`replicas_to_wait` replicas have every write so far on the node
+        of ``key`` (:func:`relay.redis_connect.wait_replicated`). Raises StoreError."""
+        if self.replicas_to_wait > 0:
+            from .redis_connect import wait_replicated
+
+            wait_replicated(self, key)
+
     def claim_once(self, key: str, ttl_s: float) -> bool:
         """``SET key NX EX ttl``: True for the first caller only (e.g. which relay sends the
         periodic test of a period)."""
@@ -277,6 +291,7 @@ class Store:
         if checkin_due:
             index[f"checkin:{dev}"] = float(checkin_due)
         self._enqueue(dev, items, index)
+        self._replicated(event_key(event.id))  # before the device is told "received" (issue 14)
         self._announce(raised)
         return status in (1, 3)
 
@@ -348,6 +363,7 @@ class Store:
     def mark_event(self, event_id: str, **fields: str | int | float) -> None:
         """Update an event record (e.g. ``arc="acked"``, ``arc_receiver="primary"``)."""
         self._call(self.r.hset, event_key(event_id), mapping=fields)
+        self._replicated(event_key(event_id))  # an ACK lost in a failover would send the alarm twice
 
     def lease_event(self, event_id: str, owner: str, lease_s: float) -> str:
         """Take or renew the dispatch lease of an event for ``owner`` for ``lease_s`` seconds.
@@ -367,6 +383,7 @@ class Store:
         if got is None:
             self._call(self.r.hsetnx, key, "arc_seq", self.next_sequence(account))
             got = self._call(self.r.hget, key, "arc_seq")
+            self._replicated(key)
         return int(got)
 
     def event_log(self, count: int = 100) -> list[dict[str, str]]:
@@ -420,6 +437,8 @@ class Store:
         if alive.position is not None:
             p = alive.position
             state.update(lat=p.lat, lon=p.lon, accuracy_m="" if p.accuracy_m is None else p.accuracy_m, fixed_at=p.fixed_at)
+        b = alive.beacon  # issue 12: the beacon the device takes as its place ("" = none heard)
+        state.update(beacon=b.id if b else "", beacon_rssi=b.rssi if b else "", beacon_at=f"{time.time():.3f}" if b else "")
         now, dev = time.time(), alive.device
         flat = [x for kv in state.items() for x in kv]
         args = [f"{now:.3f}", dev, device_key(dev, "event:"), *self._policy_args(), EVENT_TTL_S, *flat]

@@ -15,23 +15,25 @@ The deadlines and the state live in Redis (:mod:`relay.store`, :mod:`relay.redis
 the pipeline updates them atomically with each message; this module only sweeps the index
 of due deadlines. Any number of relays may sweep at once: a due member is claimed with a
 compare-and-set, and the device's sweep script raises an alarm only if the device's state
-says it is really due and not raised yet — each expiry is raised exactly once. Raised events
+says it is really due and not raised yet — each expiry is raised exactly once. Due members are
+handled in batches (:mod:`relay.sweep_batch`, issue 14: 100 000 devices), and lost contacts are
+held while the relay has no working broker link (:mod:`relay.brokerlink`). Raised events
 are stored like device events and reach the ARC through the same durable dispatch stream.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from protocol.messages import Event
 
-from .store import SWEEP_LEASE_S, Store, StoreError, SupervisionPolicy
+from .store import Store, StoreError, SupervisionPolicy
 
 __all__ = ["SupervisionPolicy", "Supervisor"]
 
@@ -46,10 +48,16 @@ class Supervisor:
         sweep_interval_s: how often the index is looked at; the lag of an alarm behind its
             deadline is at most about this plus the Redis round trips (SPEC §6: ≤ 2 s).
         batch: members handled per look (more are taken at the next look, at once).
-        workers: members handled in parallel (Redis round trips and, with ``appendfsync
-            always``, fsyncs overlap: a mass loss of contact is raised in bulk, not in line).
+        workers: kept for callers of the per-member sweep; a sweep is now one batch
+            (:mod:`relay.sweep_batch`: claim, sweep per slot, settle — three round trips, so
+            with ``appendfsync always`` a mass loss of contact is raised in bulk, not in line).
         on_raised: optional ``(Event) -> None`` for each alarm/restore this sweeper raised.
         clock: Unix seconds now (injectable: tests move time forward instead of sleeping).
+        hold: optional ``(now) -> Unix s`` before which no lost contact is raised (due ones
+            are looked at again then): :meth:`relay.brokerlink.BrokerLink.hold_until` — no
+            broker subscription, or one that came back less than an alive interval ago.
+        mass_loss: optional :class:`relay.brokerlink.MassLoss`, told how many lost contacts
+            each sweep raised (one summary system event for a real mass loss).
 
     Attributes:
         counts: ``raised:<kind>``, ``requeued``, ``errors``, ``sweeps``.
@@ -59,7 +67,8 @@ class Supervisor:
 
     def __init__(self, store: Store, *, sweep_interval_s: float = 0.5, batch: int = 500, workers: int = 8,
                  on_raised: Callable[[Event], None] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+                 clock: Callable[[], float] = time.time,
+                 hold: Callable[[float], float] | None = None, mass_loss: Any = None) -> None:  # fmt: skip
         if sweep_interval_s <= 0:
             raise ValueError("sweep_interval_s must be > 0")
         self.store = store
@@ -75,6 +84,9 @@ class Supervisor:
         self.last_lag_s: float | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.hold = hold
+        self.mass_loss = mass_loss
+        self._batch: Any = None
 
     def start(self) -> None:
         """Start the sweeper thread."""
@@ -112,36 +124,34 @@ class Supervisor:
                 self._stop.wait(self.sweep_interval_s)
 
     def sweep_once(self, now: float | None = None) -> int:
-        """Handle every index member due at ``now`` (default: the clock), up to ``batch``.
+        """Handle every index member due at ``now`` (default: the clock), up to ``batch``, in
+        one batch (:mod:`relay.sweep_batch`: three Redis round trips for the whole batch).
+        Lost contacts are held while :attr:`hold` says so (our own outage, issue 14).
         Returns how many were due. Raises StoreError when Redis is unavailable."""
         now = self.clock() if now is None else now
         due = self.store.due_members(now, self.batch)
-        if len(due) > 1 and self.workers > 1:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="supervision")
-            for f in [self._pool.submit(self._one, member, seen, now) for member, seen in due]:
-                f.result()  # re-raises StoreError
-        else:
-            for member, seen in due:
-                self._one(member, seen, now)
+        hold = self.hold(now) if self.hold is not None else 0.0
+        if hold > now and due:
+            self.counts["held_sweeps"] += 1
+        if self._batch is None:
+            from .sweep_batch import BatchSweep
+
+            self._batch = BatchSweep(self.store)
+        outcome = self._batch.run(due, now, hold)
+        lost = 0
+        for ev in outcome.raised:
+            self._raised(ev)
+            lost += ev.kind == "lost_contact"
+        if outcome.requeued:
+            with self._lock:
+                self.counts["requeued"] += len(outcome.requeued)
+            log.warning("re-queued %d event(s) stored by a relay that stopped before queueing: %s",
+                        len(outcome.requeued), ", ".join(e.id for e in outcome.requeued))  # fmt: skip
+        if lost and self.mass_loss is not None:
+            self.mass_loss.count(lost, now)
         self.counts["sweeps"] += 1
         self.last_sweep = time.monotonic()
         return len(due)
-
-    def _one(self, member: str, seen: float, now: float) -> None:
-        # A lease score unique to this sweep, so that a compare-and-set can tell it apart.
-        lease = now + SWEEP_LEASE_S + random.random() / 1000
-        if not self.store.claim_member(member, seen, lease):
-            return  # another relay took it
-        nxt, raised, requeued = self.store.sweep_member(member, now)
-        self.store.settle_member(member, lease, nxt)
-        for ev in raised:
-            self._raised(ev)
-        if requeued:
-            with self._lock:
-                self.counts["requeued"] += len(requeued)
-            log.warning("re-queued %d event(s) of %s stored by a relay that stopped before queueing: %s",
-                        len(requeued), member.partition(":")[2], ", ".join(e.id for e in requeued))  # fmt: skip
 
     def _raised(self, ev: Event) -> None:
         late = ev.data.get("late_s")

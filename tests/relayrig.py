@@ -66,6 +66,12 @@ def running_relay(cfg: dict[str, Any], **hooks: Any) -> Iterator[RelayService]:
     service.start()
     try:
         assert service.wait_connected(15), "relay could not connect"
+        # Connected is not subscribed: wait for the SUBACK (issue 14 broker link), or a device
+        # message published right now would find no subscriber at a fresh broker.
+        link = getattr(service, "broker_link", None)
+        deadline = time.monotonic() + 15
+        while link is not None and not link.up and time.monotonic() < deadline:
+            time.sleep(0.02)
         yield service
     finally:
         service.stop()

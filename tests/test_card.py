@@ -215,3 +215,111 @@ def test_cli_states_the_timings_of_the_workers_device(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     text = " ".join(pdftotext(out).split())
     assert "Hold the button for 3 seconds" in text and "15-minute timer" in text and "also beeps" in text
+
+
+# ------------------------------------------------ readiness, unprotected, man-down (issues 10, 12)
+
+#: Words of the man-down card of each language: the NOT ready and pre-alarm titles.
+MANDOWN_WORDS = {"da": ["IKKE klar", "Ubeskyttet: intet netværk", "Mand-ned: er du okay?", "inden for 20 sekunder"],
+                 "en": ["NOT ready", "Unprotected: no network", "Man-down: are you all right?", "within 20 seconds"],
+                 "pl": ["NIE jest gotowe", "Bez ochrony: brak sieci", "Bezruch: wszystko w porządku?", "20 sekund"],
+                 "ro": ["NU este gata", "Neprotejat: fără rețea", "Om la pământ: ești bine?", "20 secunde"],
+                 "uk": ["НЕ готово", "Без захисту: немає мережі", "з вами все гаразд?", "20 секунд"],
+                 "ar": ["جاهز", "شبكة", "السقوط", "20"]}
+MANDOWN = CardTimings(mandown=True, prealarm_s=20.0, pause_presses=5, pause_max_s=600.0)
+
+
+def test_readiness_and_unprotected_say_what_to_do(tmp_path: Path) -> None:
+    pdf = tmp_path / "c.pdf"
+    pdf.write_bytes(render_card(ANNA, "en"))
+    text = " ".join(pdftotext(pdf).split())
+    assert "NOT ready" in text and "Do not start working alone" in text and "tell your manager" in text
+    assert "Unprotected: no network" in text and "towards a window or the entrance" in text
+    assert "may not reach anyone" in text
+
+
+def test_man_down_items_only_for_a_device_with_man_down(tmp_path: Path) -> None:
+    # A card must not promise a man-down alarm the device does not raise ([mandown] is off
+    # by default).
+    off, on = tmp_path / "off.pdf", tmp_path / "on.pdf"
+    off.write_bytes(render_card(ANNA, "en"))
+    on.write_bytes(render_card(ANNA, "en", timings=MANDOWN))
+    text_off, text_on = (" ".join(pdftotext(p).split()) for p in (off, on))
+    assert "Man-down" not in text_off and "man-down" not in text_off
+    assert "stand up within 20 seconds to cancel" in text_on
+    assert "Pause man-down" in text_on and "Press 5 times quickly (within 3 seconds)" in text_on
+    assert "after 10 minutes" in text_on and "man-down is on again by itself" in text_on
+    assert "Man-down paused" in text_on and "Man-down on again" in text_on and "Man-down cancelled" in text_on
+
+
+@pytest.mark.parametrize("language", i18n.LANGUAGES)
+def test_man_down_card_is_one_page_in_every_language(tmp_path: Path, language: str) -> None:
+    pdf = tmp_path / f"md-{language}.pdf"
+    pdf.write_bytes(render_card(ANNA, language, timings=MANDOWN))
+    assert pages(pdf) == 1
+    text = " ".join(pdftotext(pdf).split())
+    for words in MANDOWN_WORDS[language] + WORDS[language]:
+        assert words in text, (words, text[-600:])
+    assert "Man-down" not in text or language == "en"  # translated, not left in English
+
+
+def test_every_pulse_of_every_pattern_is_drawn_inside_its_picture(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A worker counts the pulses: the six of NOT ready must be six bars even though the
+    # pattern is longer than the picture at the card's time scale.
+    drawn: dict[tuple[float, str], list[tuple[float, float]]] = {}  # (type scale, pattern) → bars
+    current: list[tuple[float, str]] = []
+    real_bar, real_picture = card_mod._Card.bar, card_mod._Card.signal_picture
+
+    def bar(self, x, y, w, h, colour):  # noqa: ANN001
+        if current:
+            drawn.setdefault(current[-1], []).append((x, x + w))
+        return real_bar(self, x, y, w, h, colour)
+
+    def signal_picture(self, s, x, y):  # noqa: ANN001
+        current.append((self.scale, s.pattern))
+        try:
+            return real_picture(self, s, x, y)
+        finally:
+            current.pop()
+
+    monkeypatch.setattr(card_mod._Card, "bar", bar)
+    monkeypatch.setattr(card_mod._Card, "signal_picture", signal_picture)
+    render_card(ANNA, "da", timings=MANDOWN)
+    scale = min(k for k, _ in drawn)  # the size the card was made at (the larger ones did not fit)
+    assert scale < 1.0 and {name for k, name in drawn if k == scale} == set(PATTERNS)
+    picture_w = card_mod.PICTURE_W * scale
+    for name, (vib, _led) in PATTERNS.items():
+        bars = drawn[scale, name]
+        assert len(bars) == vib[2], name
+        assert all(a < b <= card_mod.MARGIN + picture_w for a, b in bars), (name, bars)
+        assert all(b1 < a2 for (_, b1), (a2, _) in zip(bars, bars[1:])), name  # apart, not merged
+
+
+def test_cli_card_shows_man_down_when_the_device_has_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The device's [mandown] section (issue 10) sets the pre-alarm and the pause gesture the
+    # card states; a device config without it (or with it off) gives a card without man-down.
+    import types
+
+    import device.config as device_config
+
+    reg = tmp_path / "registry.toml"
+    reg.write_text('[[workers]]\nname = "Ole"\nnumber = 3\nlanguage = "en"\n', encoding="utf-8")
+    dev = tmp_path / "device.toml"
+    dev.write_text('[device]\nid = "lw-0042"\n[mqtt]\nhost = "relay.example.com"\n', encoding="utf-8")
+    real = device_config.load_device_config
+    enabled = types.SimpleNamespace(enabled=True, prealarm_s=45.0, pause_presses=6, pause_window_s=4.0, pause_max_s=1200.0)
+
+    def with_mandown(path):  # noqa: ANN001
+        cfg = real(path)
+        return types.SimpleNamespace(timing=cfg.timing, device=cfg.device, mandown=enabled)
+
+    out = tmp_path / "ole.pdf"
+    args = ["card", "--worker", "Ole", "-o", str(out), "--registry", str(reg), "--device-config", str(dev)]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert "man-down" not in pdftotext(out).lower()
+    monkeypatch.setattr(device_config, "load_device_config", with_mandown)
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    text = " ".join(pdftotext(out).split())
+    assert "within 45 seconds" in text and "Press 6 times quickly (within 4 seconds)" in text and "after 20 minutes" in text

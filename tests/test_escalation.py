@@ -367,11 +367,24 @@ def test_duh_from_every_receiver_escalates_an_arc_only_alarm(store: Store) -> No
     duh.thread.start()
     try:
         receiver = ArcReceiver("duh", "127.0.0.1", duh.server.server_address[1], timeout_s=2)
-        ev = _dispatch(store, esc, ArcClient([receiver], store, attempts_per_receiver=1, backoff_s=0.01))
+        arc = ArcClient([receiver], store, attempts_per_receiver=1, backoff_s=0.01)
+        ev = Event(device="lw-0001", seq=7, kind="panic", ts=time.time())
+        assert store.store_event(ev)
+        d = Dispatcher(store, arc, lambda *_: None, name="t", escalation=esc, retry_s=0.05)
+        store.ensure_group()
+        [(job_id, event_id)] = store.next_jobs("t-0", block_ms=10)
+        # Issue 14: the dispatcher never gives up on a refused alarm; the contacts are told meanwhile.
+        t = threading.Thread(target=d.run_job, args=(job_id, event_id), daemon=True)
+        t.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and whats(esc, ev.id)[:2] != ["opened", "arc_rejected"]:
+            time.sleep(0.02)
+        d._stop.set()
+        t.join(10)
     finally:
         duh.server.shutdown()
         duh.server.server_close()
-    assert store.event(ev.id)[1]["arc"] == "rejected"  # type: ignore[index]
+    assert store.event(ev.id)[1]["arc"] == "retrying"  # type: ignore[index]
     assert whats(esc, ev.id)[:2] == ["opened", "arc_rejected"]
     assert esc.tick() == 1
 

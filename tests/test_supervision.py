@@ -249,12 +249,16 @@ def test_resend_of_an_unqueued_event_queues_it(store: Store) -> None:
 def test_relay_raised_alarm_survives_a_sweeper_dying_before_queueing(store: Store) -> None:
     store.supervision = SupervisionPolicy(alive_interval_s=10, missed_alives=3, grace_s=5, requeue_after_s=2)
     store.store_event(_ev("shift_start", 1))
-    real = store._enqueue
-    store._enqueue = lambda *a, **kw: (_ for _ in ()).throw(StoreError("simulated"))  # type: ignore[method-assign]
+    from relay.sweep_batch import BatchSweep
+
+    real = BatchSweep._enqueue_many
+    BatchSweep._enqueue_many = lambda *a, **kw: (_ for _ in ()).throw(StoreError("simulated"))  # type: ignore[method-assign]
     t = time.time() + 40
-    with pytest.raises(StoreError):
-        Supervisor(store, workers=1).sweep_once(t)
-    store._enqueue = real  # type: ignore[method-assign]
+    try:
+        with pytest.raises(StoreError):
+            Supervisor(store, workers=1).sweep_once(t)
+    finally:
+        BatchSweep._enqueue_many = real  # type: ignore[method-assign]
     Supervisor(store, workers=1).sweep_once(t + 3)  # raised already: not again, but queued now
     Supervisor(store, workers=1).sweep_once(t + 10)  # the claim's lease is over: swept again
     assert _kinds_queued(store) == ["shift_start", "lost_contact"]

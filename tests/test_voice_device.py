@@ -187,8 +187,7 @@ def test_callback_from_the_arc_answered_in_listen_in_during_an_alarm_unknown_rej
 
 def test_outside_alarms_calls_are_rejected_by_default(rigs) -> None:
     rig = rigs()
-    rig.steps.wait("modem_ready")
-    time.sleep(0.5)  # the voice thread has set up caller id
+    rig.steps.wait("voice_ready")  # caller id is on
     rig.sim.calls.incoming(ARC1)
     rejected = rig.steps.wait("voice_rejected", number=ARC1)
     assert rejected["in_alarm"] is False and rejected["reason"] == "answer = reject"
@@ -197,7 +196,7 @@ def test_outside_alarms_calls_are_rejected_by_default(rigs) -> None:
 
 def test_answer_known_outside_alarms_is_two_way(rigs) -> None:
     rig = rigs(answer="known")
-    time.sleep(0.5)
+    rig.steps.wait("voice_ready")
     rig.sim.calls.incoming(ARC1)
     rig.steps.wait("voice_incoming", number=ARC1, mode="answer")
     rig.steps.wait("voice_mode", mode="two_way")

@@ -111,10 +111,17 @@ def test_a_receiver_that_refuses_606_never_holds_back_the_alarm_or_later_events(
     dispatcher.start()
     try:
         assert wait_until(lambda: len(arc.answers) >= 3, 20), arc.answers
-        assert wait_until(lambda: (store.event("lw-0001:2") or (None, {}))[1].get("arc") == "rejected", 10)
+        # Issue 14: refused by its code alone at every receiver (that ACKs other codes) → final,
+        # recorded per receiver and code, never a lost alarm; the ladder tried it plainer first.
+        assert wait_until(lambda: (store.event("lw-0001:2") or (None, {}))[1].get("arc") == "code_refused", 10)
+        assert wait_until(lambda: arc.answers[-1:] == [("406", "ACK")], 10), arc.answers
     finally:
         dispatcher.stop()
         arc.sock.close()
-    assert arc.answers == [("122", "ACK"), ("606", "DUH"), ("406", "ACK")]
+    assert arc.answers[0] == ("122", "ACK") and arc.answers[-1] == ("406", "ACK")
+    assert set(arc.answers[1:-1]) == {("606", "DUH")}
+    from relay.arc import receiver_key
+
+    assert client.caps.snapshot(receiver_key(client.receivers[0])).get("refused:606")
     assert store.event("lw-0001:1")[1].get("arc") == "acked"
     assert store.event("lw-0001:3")[1].get("arc") == "acked"

@@ -38,15 +38,22 @@ def run_demo(*, scenario: str = "panic", as_json: bool = False, arc_addr: str | 
     fn, _ = load_all()[scenario]
     tl = Timeline(as_json=as_json)
     workdir = Path(tempfile.mkdtemp(prefix="lonewatch-demo-"))
-    logging.basicConfig(filename=workdir / "demo.log", level=logging.INFO, force=True,
-                        format="%(asctime)s %(threadName)s %(name)s %(levelname)s %(message)s")  # fmt: skip
+    # The demo's log goes to demo.log for this run only: the handler is removed again at the
+    # end, so a caller in the same process (the tests, `lonewatch demo` twice) never logs into
+    # a work directory that is gone.
+    root = logging.getLogger()
+    handler = logging.FileHandler(workdir / "demo.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(threadName)s %(name)s %(levelname)s %(message)s"))
+    saved_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
     ok = False
     try:
         with DemoStack(tl, workdir, arc_addr=arc_addr, timeout_s=timeout_s) as stack:
             beside = _open_console(stack) if console else None  # issue 13: lonewatch demo --console
             ok = fn(stack)
             press = tl.first("alarm_recognised")
-            ack = tl.first("arc_ack")
+            ack = next((s for s in list(tl.steps) if s["step"] == "arc_ack" and press and s["t_ms"] >= press["t_ms"]), None)
             if ok and press and ack:
                 tl.add("done", scenario=scenario, alarm_to_arc_ack_ms=round(ack["t_ms"] - press["t_ms"], 1))
             elif ok:
@@ -56,9 +63,9 @@ def run_demo(*, scenario: str = "panic", as_json: bool = False, arc_addr: str | 
     except DemoError as exc:
         tl.add("error", reason=str(exc), log=str(workdir / "demo.log"))
     finally:
-        logging.shutdown()
-        for handler in [h for h in logging.root.handlers if getattr(h, "baseFilename", "") == str(workdir / "demo.log")]:
-            logging.root.removeHandler(handler)  # in-process callers (tests) must not log into a removed workdir
+        root.removeHandler(handler)
+        root.setLevel(saved_level)
+        handler.close()
         if keep or not ok:
             tl.add("workdir", path=str(workdir), note="configs and demo.log kept")
         else:

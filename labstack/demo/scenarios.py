@@ -16,9 +16,12 @@ Scenario = Callable[[DemoStack], bool]
 SCENARIOS: dict[str, tuple[Scenario, str]] = {}
 #: Modules that define further scenarios (imported by :func:`load_all`).
 MODULES: tuple[str, ...] = ("labstack.demo.scenario_contacts", "labstack.demo.scenario_device", "labstack.demo.scenario_relay",
-                             "labstack.demo.scenario_modem", "labstack.demo.scenario_privacy")
+                             "labstack.demo.scenario_modem", "labstack.demo.scenario_privacy",
+                             "labstack.demo.scenario_mandown")
 MODULES += ("labstack.demo.scenario_voice",)  # issue 11
 MODULES += ("labstack.demo.scenario_console",)  # issue 13 (console)
+MODULES += ("labstack.demo.scenario_indoor",)  # issue 12
+MODULES += ("labstack.demo.scenario_arcpath",)  # issue 14
 
 
 def scenario(name: str, description: str) -> Callable[[Scenario], Scenario]:

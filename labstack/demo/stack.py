@@ -104,6 +104,7 @@ def decoded_sia_event(event) -> dict[str, Any]:
         "lon": None,
     }
     xdata = {x.identifier: x.value for x in (event.extended_data or [])}
+    out["xdata"] = xdata  # issue 12: O (building), L (floor), R (room), I (text) as the ARC read them
     if "X" in xdata and "Y" in xdata:
         out["lat"], out["lon"] = parse_position("X" + xdata["X"], "Y" + xdata["Y"])
     elif "I" in xdata:
@@ -333,13 +334,19 @@ class DemoStack:
         tl.add("device_ready", device=DEVICE_ID, signal_dbm=ms.signal_dbm, registration=ms.registration,
                lat=pos and round(pos.lat, 5), lon=pos and round(pos.lon, 5))  # fmt: skip
 
-    def start_device(self):
-        """Start (or restart) the device daemon on the same pins, modem and state dir."""
+    def start_device(self, beacons=None):
+        """Start (or restart) the device daemon on the same pins, modem and state dir;
+        ``beacons``: a BLE scanner (:class:`device.beacon_sim.SimulatedScanner`, issue 12)."""
         from device.daemon import DeviceDaemon
         from modem.at import Modem
 
+        accel = None
+        if self.device_config.mandown.enabled:  # the simulated accelerometer on the same MockFactory (issue 10)
+            from device.mandown_watch import open_accelerometer
+
+            accel = open_accelerometer(self.device_config.mandown, pin_factory=self.factory)
         device = DeviceDaemon(self.device_config, pin_factory=self.factory, modem=Modem(self.sim.port, flavour="sim7600"),
-                              observer=self._observe_device)  # fmt: skip
+                              observer=self._observe_device, beacons=beacons, accel=accel)  # fmt: skip
         device.start()
         self._stack.callback(device.stop)
         return device
@@ -491,7 +498,9 @@ class DemoStack:
 
     def _observe_device(self, step: str, fields: dict[str, Any]) -> None:
         if step in ("button_down", "alarm_recognised", "cancel_recognised", "queued", "feedback",
-                    "sms_fallback", "sms_sent", "sms_failed", "checkin_started", "checkin_expiring"):
+                    "sms_fallback", "sms_sent", "sms_failed", "checkin_started", "checkin_expiring",
+                    "readiness", "beacon_place", "unprotected_warning", "unprotected_over",  # last four: issue 12
+                    "mandown", "mandown_pause", "mandown_sensor_error"):
             self.tl.add(step, **fields)
 
     def _on_stored(self, event, is_new: bool) -> None:

@@ -40,6 +40,7 @@ _KIND_IDS: Final[dict[str, str]] = {
     "missed_checkin": N_("Missed check-in"),
     "lost_contact": N_("Lost contact with device"),
     "low_battery": N_("Low battery"),
+    "not_ready": N_("Device NOT ready at shift start"),  # issue 12: the ready-timeout notice
 }
 
 # The alarm's line labels, then the other messages (message ids). ``{…}`` are filled by render.
@@ -70,6 +71,14 @@ _TEXT_IDS: Final[dict[str, str]] = {
     "subject_news": N_("{what}: {worker} (ref {ref})"),
     # TRANSLATORS: {refs} lists the open alarms, e.g. "17 (Anna), 18 (Ole)"; {example} is one ref.
     "ambiguous": N_("Several alarms are open: {refs}. Reply OK and the ref, e.g. \"OK {example}\"."),
+    # issue 12: the worker's place from a BLE beacon, and the not-ready notice to the first contact
+    # TRANSLATORS: {place} is e.g. "Main building, floor -1, Laundry (door code 4711)".
+    "place": N_("Place: {place}"),
+    # TRANSLATORS: a numbered floor, e.g. "floor -1".
+    "floor": N_("floor {floor}"),
+    # TRANSLATORS: {detail} lists the failed self-test checks, e.g. "battery: 12 % (need >= 30 %)".
+    "not_ready": N_("NOT READY: {worker}'s lonewatch device did not pass its self-test after the shift start "
+                    "({time}, {site}): {detail}. Alarms may not get through. Reply OK (ref {ref})."),
 }
 
 
@@ -82,7 +91,7 @@ KIND_NAMES: Final[dict[str, dict[str, str]]] = {
     lang: {kind: _text(lang, mid) for kind, mid in _KIND_IDS.items()} for lang in LANGUAGES
 }
 
-MESSAGES: Final = ("alarm", "cancelled", "restored", "acknowledged", "ambiguous")
+MESSAGES: Final = ("alarm", "cancelled", "restored", "acknowledged", "ambiguous", "not_ready")
 
 #: Words that acknowledge an alarm in an SMS reply, any language (compared case-folded).
 ACK_WORDS: Final = frozenset({
@@ -111,6 +120,13 @@ class MessageContext:
     by: str = ""
     timezone: str = ""
     refs: tuple[tuple[int, str], ...] = ()
+    #: Issue 12: the place from the BLE beacon (registry, :mod:`relay.places`), "" = unknown;
+    #: ``detail`` the failed checks of a ``not_ready`` notice.
+    building: str = ""
+    floor: str = ""
+    room: str = ""
+    note: str = ""
+    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -166,7 +182,10 @@ def render(message: str, language: str, ctx: MessageContext, *, channel: str = "
         "map": map_link(ctx.lat, ctx.lon, map_url) or "",
         "refs": ", ".join(f"{r} ({w})" for r, w in ctx.refs),
         "example": ctx.refs[0][0] if ctx.refs else ctx.ref,
+        "place": _place(t, ctx, channel), "detail": _note(ctx.detail, channel),
     }
+    if message == "alarm" and ctx.kind == "not_ready":
+        message = "not_ready"  # issue 12: a readiness notice is told with its own text
     subject = t["subject"].format(**values)
     if message != "alarm":
         body = t[message].format(**values)
@@ -174,6 +193,7 @@ def render(message: str, language: str, ctx: MessageContext, *, channel: str = "
     else:
         lines = [t["head"], t["worker"]]
         lines += [t[k] for k, v in (("site", ctx.site), ("address", ctx.address)) if v]
+        lines += [t["place"]] if values["place"] else []
         lines += [t["time"], t["map"] if values["map"] else t["nomap"]]
         lines += [t[k] for k, v in (("escape", ctx.escape_routes), ("alarmsys", ctx.alarm_system)) if v]
         lines.append(t["ack"])
@@ -181,6 +201,16 @@ def render(message: str, language: str, ctx: MessageContext, *, channel: str = "
     if channel == "email" and ctx.alarm_id:
         body += f"\n\nlonewatch alarm {ctx.alarm_id}"
     return Rendered(subject, body)
+
+
+def _place(t: dict[str, str], ctx: MessageContext, channel: str) -> str:
+    """``Main building, floor -1, Laundry (note)`` from the beacon's place, "" if none."""
+    # "floor -1" for a number; a named floor ("Basement", "Kælder") stands as written
+    floor = t["floor"].format(floor=ctx.floor) if re.fullmatch(r"[-+]?\d{1,3}", ctx.floor.strip()) else ctx.floor
+    where = ", ".join(p for p in (ctx.building, floor, ctx.room) if p)
+    if where and ctx.note:
+        where += f" ({_note(ctx.note, channel)})"
+    return where
 
 
 _REF = re.compile(r"\d{1,4}")
