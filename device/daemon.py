@@ -17,26 +17,32 @@ Threads: ``sender``, ``alive``, ``modem`` (readings), ``sms`` (fallback), ``hous
 (check-in timer, shift schedule, battery), the button's own thread, the control socket and
 paho's network thread. :meth:`DeviceDaemon.health` tells the service's watchdog whether the
 ones that must never stall are alive.
+
+This module holds :class:`DeviceDaemon` (construction, lifecycle, health, control socket and
+status) and :class:`ModemState`; the events (raise, gestures, cancel, check-in, shift) are in
+:mod:`device.daemon_actions`, the acks and the loops in :mod:`device.daemon_loops`, mixed in
+(issue 9 split).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from protocol.errors import LonewatchError, ValidationError
-from protocol.messages import ALARM_KINDS, Ack, Alive, Event, Position, alarm_priority, encode
+from protocol.errors import LonewatchError
+from protocol.messages import Position
 
 from .battery import BatteryMonitor, BatterySource, open_battery
 from .button import GestureButton, GestureTiming
 from .checkin import STATE_KEY as CHECKIN_STATE
-from .checkin import Checkin, CheckinTimer
+from .checkin import CheckinTimer
+from .config_sections import FIRMWARE_VERSION
+from .daemon_actions import DaemonActions, DeviceError
+from .daemon_loops import DaemonLoops
 from .daemon_place import PlaceParts
 from device.config import DeviceConfig
 from device.control import ControlServer, socket_path
@@ -48,17 +54,14 @@ from .queue import EventQueue
 from .shift import ShiftSchedule
 from .voice import VoiceService
 
+__all__ = ["FIRMWARE_VERSION", "STALL_S", "DeviceDaemon", "DeviceError", "ModemState", "Observer"]
+
 log = logging.getLogger(__name__)
 
-FIRMWARE_VERSION = "0.1.0"
 #: Observer signature: ``(step, fields)`` — the demo's timeline and the tests watch this.
 Observer = Callable[[str, dict[str, Any]], None]
 #: A thread whose heartbeat is older than this is taken as stalled by :meth:`health`, seconds.
 STALL_S = 30.0
-
-
-class DeviceError(LonewatchError, RuntimeError):
-    """A request the device refuses in its current state (e.g. no check-in running)."""
 
 
 class ModemState:
@@ -74,7 +77,7 @@ class ModemState:
         self.modem_ready = False
 
 
-class DeviceDaemon:
+class DeviceDaemon(DaemonActions, DaemonLoops):
     """One lone worker's device.
 
     Args:
@@ -303,149 +306,6 @@ class DeviceDaemon:
             problems.append(f"queue unusable: {exc}")
         return problems
 
-    # --- events ------------------------------------------------------------------------
-
-    def raise_event(self, kind: str, data: dict[str, Any] | None = None, *,
-                    state: dict[str, Any] | Callable[[Event], dict[str, Any]] | None = None) -> Event:
-        """Create an event, store it durably, then wake the sender.
-
-        Returns the event once it is on disk (the queue commits with fsync before this
-        returns). ``state`` (a dict or ``(event) -> dict``) is device state committed in
-        the same transaction. Raises :class:`protocol.errors.ValidationError` for an
-        invalid event and :class:`device.queue.QueueError` if the queue cannot be written.
-        """
-        with self._lock:
-            seq = self.queue.next_sequence()
-            # Where the worker is goes out only with an alarm or on shift (issue 13).
-            position = self.modem_state.position if kind in ALARM_KINDS or self.on_shift else None
-            event = Event(
-                device=self.device_id, seq=seq, kind=kind, ts=time.time(),
-                position=position, data=data or {},
-                beacon=self.place.beacon() if kind in ALARM_KINDS or self.on_shift else None,  # as the position
-            )  # fmt: skip
-            for _ in range(3):
-                try:
-                    payload = encode(event)
-                    break
-                except ValidationError as exc:
-                    # A bad fix or beacon sighting must never cost the alarm: send without it.
-                    part = next((p for p in ("position", "beacon") if exc.field.startswith(p)
-                                 and getattr(event, p) is not None), None)
-                    if part is None:
-                        raise
-                    log.error("%s %r unusable (%s); raising %s without it", part, getattr(event, part), exc, kind)
-                    event = dataclasses.replace(event, **{part: None})
-            extra = state(event) if callable(state) else dict(state or {})
-            if kind in ALARM_KINDS:
-                extra["open_alarm"] = event.id
-            self.queue.put_with_state(event.id, kind, payload, priority=alarm_priority(kind), state=extra)
-        self.observer("queued", {"id": event.id, "kind": kind, "queue_depth": self.queue.depth()})
-        self._wake.set()
-        if self.fallback is not None:
-            self.fallback.wake()
-        if self.voice is not None and kind in ALARM_KINDS:  # stored first, then listen-in (issue 11)
-            self.voice.alarm_stored(event)
-        self.place.after_event(event)
-        return event
-
-    def _on_gesture(self, gesture: str) -> None:
-        try:
-            if gesture == "alarm":
-                kind = "silent_panic" if self.cfg.device.silent else "panic"
-                self.observer("alarm_recognised", {"kind": kind, "hold_s": self.cfg.timing.hold_s})
-                self.raise_event(kind)
-            elif gesture == "cancel":
-                self.cancel_alarm()
-            elif gesture == "checkin":
-                self.toggle_checkin()
-            elif gesture == "mandown_pause" and self.mandown is not None:
-                self.mandown.toggle_pause()
-        except Exception:
-            # The worker pressed for help: never let an error vanish in the button thread.
-            log.exception("could not raise the event for gesture %s", gesture)
-            self.feedback and self.feedback.play("no_connection")
-
-    def cancel_alarm(self) -> Event:
-        """Send ``cancel`` for the open alarm (a new event; the alarm itself stays).
-
-        Raises:
-            DeviceError: no alarm is open.
-        """
-        with self._lock:
-            cancelled = self.open_alarm
-            if cancelled is None:
-                raise DeviceError("no alarm is open")
-            self.observer("cancel_recognised", {"cancels": cancelled})
-            ev = self.raise_event("cancel", {"cancels": cancelled}, state={"open_alarm": None})
-        self.feedback and self.feedback.play("alarm_cancelled")
-        return ev
-
-    def toggle_checkin(self, duration_s: int | None = None) -> Event:
-        """Start a check-in timer, or finish the running one (SPEC §2 check-in)."""
-        with self._lock:
-            if self.checkin.running:
-                return self.finish_checkin()
-            return self.start_checkin(duration_s)
-
-    def start_checkin(self, duration_s: int | None = None) -> Event:
-        """Start a check-in of ``duration_s`` seconds (default ``checkin_default_s``).
-
-        Raises:
-            DeviceError: one runs already.
-        """
-        duration = int(duration_s or self.cfg.timing.checkin_default_s)
-        with self._lock:
-            if self.checkin.running:
-                raise DeviceError("a check-in is running already; finish it first")
-            ev = self.raise_event(
-                "checkin_start", {"duration_s": duration},
-                state=lambda e: {CHECKIN_STATE: {"id": e.id, "duration_s": duration,
-                                                 "deadline": e.ts + duration}})
-            self.checkin.begin(ev.id, duration, now=ev.ts)
-        self.observer("checkin_started", {"id": ev.id, "duration_s": duration})
-        self.feedback and self.feedback.play("checkin_started")
-        return ev
-
-    def finish_checkin(self) -> Event:
-        """The worker checked in: ``checkin_done`` for the running check-in.
-
-        Raises:
-            DeviceError: no check-in runs.
-        """
-        with self._lock:
-            c = self.checkin.current
-            if c is None:
-                raise DeviceError("no check-in is running")
-            ev = self.raise_event("checkin_done", {"checkin": c.id}, state={CHECKIN_STATE: None})
-            self.checkin.end()
-        self.feedback and self.feedback.play("checkin_done")
-        return ev
-
-    def _checkin_warn(self, c: Checkin) -> None:
-        self.observer("checkin_expiring", {"id": c.id, "remaining_s": round(max(0.0, c.due - time.monotonic()), 1)})
-        self.feedback and self.feedback.play("checkin_expiring")
-
-    def _checkin_expired(self, c: Checkin) -> None:
-        with self._lock:
-            if self.checkin.current is not c:
-                return
-            self.raise_event("missed_checkin", {"checkin": c.id}, state={CHECKIN_STATE: None})
-            self.checkin.end()
-        log.warning("check-in %s expired without check-in: missed_checkin raised", c.id)
-
-    def shift(self, start: bool, source: str = "cli") -> Event:
-        """Start (``start=True``) or end the worker's shift (SPEC §2 ``shift_start`` /
-        ``shift_end``); ``source`` is ``"cli"``, ``"schedule"`` … (sent in ``data``).
-
-        Raises:
-            DeviceError: already on / off shift.
-        """
-        with self._lock:
-            if start == self.on_shift:
-                raise DeviceError("already on shift" if start else "not on shift")
-            return self.raise_event("shift_start" if start else "shift_end", {"source": source},
-                                    state={"on_shift": start})
-
     # --- control socket ----------------------------------------------------------------
 
     def handle_control(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -484,139 +344,6 @@ class DeviceDaemon:
             "mandown": self.mandown.state if self.mandown else None,
             "problems": self.health(), **self.place.status(),
         }  # fmt: skip
-
-    # --- acks from the relay -----------------------------------------------------------
-
-    def _on_ack(self, ack: Ack) -> None:
-        self.place.on_ack(ack)
-        if ack.stage == "received":
-            self.observer("ack_arrived", {"id": ack.id})
-            known = self.queue.get(ack.id)
-            if self.queue.ack(ack.id):
-                self.observer("ack_received", {"id": ack.id})
-                if known is not None and known.kind in ALARM_KINDS and self.feedback:
-                    self.feedback.play("alarm_taken")
-            if self.fallback is not None:
-                self.fallback.received(ack.id)
-        elif ack.stage == "arc":
-            self.observer("ack_arc", {"id": ack.id, **ack.detail})
-            if self.feedback and not ack.detail.get("repeat"):
-                self.feedback.play("arc_delivered")
-        elif ack.stage == "arc_failed":
-            self.observer("ack_arc_failed", {"id": ack.id, **ack.detail})
-
-    def _on_connection(self, connected: bool) -> None:
-        self.observer("connection", {"connected": connected})
-        if connected:
-            self._wake.set()
-
-    def _on_fallback(self, event_id: str) -> None:
-        self.feedback and self.feedback.play("no_connection")
-
-    # --- threads -----------------------------------------------------------------------
-
-    def _sender_loop(self) -> None:
-        resend = self.cfg.timing.resend_after_s
-        while not self._stop.is_set():
-            self._beat("sender")
-            # Woken at once by a new event or a (re)connect; the timeout only paces resends.
-            # Idle wake-ups cost CPU and SD-card reads on a Pi Zero (SPEC §6: ≤ 1 % idle CPU).
-            self._wake.wait(2.0)
-            self._wake.clear()
-            if not self.link.connected.is_set():
-                continue
-            try:
-                for qe in self.queue.due(time.time(), resend):
-                    if self._stop.is_set():
-                        return
-                    self.observer("publishing", {"id": qe.id, "attempt": qe.attempts + 1})
-                    if not self.link.publish("event", qe.payload):
-                        break
-                    self.queue.mark_attempt(qe.id, time.time())
-                    self.observer("published", {"id": qe.id, "attempt": qe.attempts + 1})
-            except Exception:
-                log.exception("sender loop error; retrying")
-                self._stop.wait(1.0)
-
-    def _alive_loop(self) -> None:
-        interval = self.cfg.timing.alive_interval_s
-        # First alive soon after connecting, then every interval.
-        deadline = time.monotonic() + interval
-        while not self._stop.is_set() and not self.link.connected.is_set() and time.monotonic() < deadline:
-            self._beat("alive")
-            self._stop.wait(1.0)
-        while not self._stop.is_set():
-            self._beat("alive")
-            try:
-                if self.link.connected.is_set():
-                    self.link.publish("alive", encode(self.alive()))
-            except Exception:
-                log.exception("could not send an alive message")
-            next_at = time.monotonic() + interval
-            while not self._stop.is_set() and time.monotonic() < next_at:
-                self._beat("alive")
-                self._stop.wait(min(5.0, max(0.0, next_at - time.monotonic())))
-
-    def alive(self) -> Alive:
-        """The current alive message (SPEC §2): battery %, signal dBm, registration, last
-        fix, uptime s, firmware, queue depth."""
-        ms = self.modem_state
-        return Alive(
-            device=self.device_id, ts=time.time(), battery_pct=self.battery.percent if self.battery else None,
-            signal_dbm=ms.signal_dbm, registration=ms.registration,
-            position=ms.position if self.on_shift else None,  # issue 13: no position off shift
-            uptime_s=round(time.monotonic() - self._started, 1), firmware=FIRMWARE_VERSION,
-            queue_depth=self.queue.depth(), beacon=self.place.beacon() if self.on_shift else None,
-        )  # fmt: skip
-
-    def _modem_loop(self) -> None:
-        interval = min(self.cfg.timing.alive_interval_s, 30)
-        while not self._stop.is_set():
-            self.supervisor.poll(self.modem_state)
-            self._stop.wait(interval)
-
-    def _house_loop(self) -> None:
-        """Check-in timer, shift schedule and battery, ~5 times a second."""
-        next_battery = 0.0
-        next_schedule = 0.0
-        while not self._stop.is_set():
-            self._beat("house")
-            try:
-                self.checkin.tick()
-                now = time.monotonic()
-                if self.schedule and now >= next_schedule:
-                    next_schedule = now + 1.0
-                    self._schedule_tick()
-                if self.battery is not None and now >= next_battery:
-                    next_battery = now + self.cfg.battery.poll_s
-                    self._battery_tick()
-                self.place.tick()
-            except Exception:
-                log.exception("housekeeping failed; retrying")
-                self._stop.wait(1.0)
-            self._stop.wait(1.0)
-
-    def _schedule_tick(self) -> None:
-        local = datetime.now(timezone.utc).astimezone(self.tz) if self.tz else datetime.now()
-        in_window = self.schedule.active(local)
-        last = self.queue.get_state("schedule_in_window")
-        with self._lock:
-            action = self.schedule.transition(in_window, last if isinstance(last, bool) else None, self.on_shift)
-            if action is not None:
-                log.info("shift schedule: %s", action)
-                self.raise_event(action, {"source": "schedule"},
-                                 state={"on_shift": action == "shift_start", "schedule_in_window": in_window})
-            elif last != in_window:
-                self.queue.set_state("schedule_in_window", in_window)
-
-    def _battery_tick(self) -> None:
-        assert self.battery is not None
-        change = self.battery.check()
-        if change is None:
-            return
-        pct = self.battery.percent
-        self.observer("battery", {"event": change, "battery_pct": pct})
-        self.raise_event(change, {"battery_pct": pct}, state={"battery_low": change == "low_battery"})
 
 
 def _zone(name: str):

@@ -31,25 +31,30 @@ ID 601 (manual test) — exactly what ``test-alarm`` shows end to end.
 
 Stop the device service before running doctor (``sudo systemctl stop lonewatch-device``):
 the daemon owns the button pin and the modem's AT port.
+
+This module holds :class:`Doctor` (the order of the checks, config, broker, relay and clock);
+the result type is in :mod:`device.doctor_result`, the MQTT test-event session in
+:mod:`device.doctor_session`, the button/modem checks and ``--simulate`` in
+:mod:`device.doctor_hardware` (issue 9 split); every public name is re-exported here.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ssl
-import threading
-import time
-import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal
-
-from protocol.errors import ValidationError
-from protocol.messages import Ack, Event, decode_for_topic, encode
-from protocol.topics import topic
+from typing import Any
 
 from device.config import DeviceConfig
-from device.doctor_voice import check_voice
+
+from .doctor_hardware import (  # noqa: F401  (re-exported)
+    SERIAL_CONSOLE_FIX,
+    SIGNAL_FAIL_DBM,
+    SIGNAL_WARN_DBM,
+    HardwareChecks,
+    simulated_hardware,
+)
+from .doctor_result import Check, Status  # noqa: F401  (re-exported)
+from .doctor_session import RoundTrip, RoundTripError, TestEventSession
 
 __all__ = [
     "CLOCK_LIMIT_S",
@@ -61,17 +66,8 @@ __all__ = [
     "simulated_hardware",
 ]
 
-Status = Literal["pass", "warn", "fail", "skip"]
 #: Largest acceptable device clock offset, seconds (SIA DC-09 receivers accept +20/−40 s).
 CLOCK_LIMIT_S = 20.0
-#: Signal thresholds in dBm: below FAIL is too weak for reliable alarms, below WARN marginal.
-SIGNAL_FAIL_DBM, SIGNAL_WARN_DBM = -105, -95
-#: How to free the modem's UART from the Pi's serial console (SPEC §7).
-SERIAL_CONSOLE_FIX = ("disable the serial console on this UART: `sudo raspi-config` → Interface Options → Serial Port → "
-                      "login shell over serial: No, serial port hardware: Yes (or `sudo raspi-config nonint "
-                      "do_serial_cons 1`); or remove `console=serial0,115200` from /boot/firmware/cmdline.txt "
-                      "(/boot/cmdline.txt on older releases) and `sudo systemctl disable --now serial-getty@ttyS0`; "
-                      "then reboot")
 
 CHECK_NAMES = ("config", "button", "modem.port", "modem.sim", "modem.registration", "modem.signal",
                "modem.gnss", "broker", "relay", "clock")
@@ -80,249 +76,10 @@ CHECK_NAMES += ("modem.voice", "modem.voice_call")  # issue 11: device/doctor_vo
 SKIP_GROUPS = ("button", "modem", "broker", "relay", "clock")
 
 
-@dataclass
-class Check:
-    """One result: ``name`` (see :data:`CHECK_NAMES`), ``status``, a one-line ``detail``,
-    the ``fix`` to try (for warn/fail) and machine-readable ``data``."""
-
-    name: str
-    status: Status
-    detail: str
-    fix: str = ""
-    data: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"check": self.name, "status": self.status, "detail": self.detail, "fix": self.fix, **self.data}
-
-
-# --------------------------------------------------------------------------- MQTT session
-
-
-class RoundTripError(Exception):
-    """The broker or the relay did not answer as needed; ``fix`` says what to try."""
-
-    def __init__(self, message: str, fix: str) -> None:
-        super().__init__(message)
-        self.fix = fix
-
-
-@dataclass(frozen=True)
-class RoundTrip:
-    """One test event's journey: ``event_id``; ``sent_at``/``received_at`` device wall clock
-    (s); ``received_after_s`` publish → ``received`` ack (s); ``relay_ts`` the relay's clock
-    in that ack; ``arc`` the ``arc`` ack's detail (receiver, latency_ms) or None;
-    ``arc_after_s`` publish → ``arc`` ack (s) or None; ``arc_failed`` reason or None."""
-
-    event_id: str
-    sent_at: float
-    received_at: float
-    received_after_s: float
-    relay_ts: float
-    arc: dict[str, Any] | None = None
-    arc_after_s: float | None = None
-    arc_failed: str | None = None
-
-    @property
-    def clock_offset_s(self) -> float:
-        """Device clock minus relay clock, seconds (positive: the device is ahead)."""
-        return (self.sent_at + self.received_at) / 2 - self.relay_ts
-
-    @property
-    def clock_uncertainty_s(self) -> float:
-        return (self.received_at - self.sent_at) / 2
-
-
-class TestEventSession:
-    """A short MQTT session with the device's own credentials (TLS per device.toml) that
-    sends ``test`` events and waits for their acks. Its client id is ``<device>-doctor-…`` so
-    it never takes over a running daemon's session. Use as a context manager.
-
-    Raises (from :meth:`connect` / :meth:`send_test`): :class:`RoundTripError`.
-    """
-
-    def __init__(self, cfg: DeviceConfig, *, source: str = "doctor") -> None:
-        import paho.mqtt.client as mqtt
-
-        self.cfg, self.source = cfg, source
-        self.device_id = cfg.device.id
-        self._cond = threading.Condition()
-        self._acks: list[tuple[float, Ack]] = []
-        self._connack: Any = None
-        self._subscribed = False
-        self.tls_version: str | None = None
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5,
-                                  client_id=f"{self.device_id}-{source}-{uuid.uuid4().hex[:6]}")
-        m = cfg.mqtt
-        self.client.username_pw_set(m.username or self.device_id, m.password or None)
-        if m.tls:
-            cert = getattr(m, "cert_file", "") or None
-            key = getattr(m, "key_file", "") or None
-            self.client.tls_set(ca_certs=m.ca_file or None, certfile=cert, keyfile=key)
-        self.client.on_connect = self._on_connect
-        self.client.on_subscribe = self._on_subscribe
-        self.client.on_message = self._on_message
-
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        with self._cond:
-            self._connack = reason_code
-            self._cond.notify_all()
-        if not reason_code.is_failure:
-            client.subscribe(topic(self.device_id, "ack"), qos=1)
-
-    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
-        with self._cond:
-            self._subscribed = True
-            self._cond.notify_all()
-
-    def _on_message(self, client, userdata, msg) -> None:
-        try:
-            ack = decode_for_topic(msg.topic, msg.payload)
-        except ValidationError:
-            return
-        if isinstance(ack, Ack):
-            with self._cond:
-                self._acks.append((time.time(), ack))
-                self._cond.notify_all()
-
-    def connect(self, timeout_s: float = 10.0) -> None:
-        """Connect and subscribe to the device's ack topic."""
-        m = self.cfg.mqtt
-        where = f"{m.host}:{m.port}"
-        try:
-            self.client.connect(m.host, m.port, keepalive=30)
-        except ssl.SSLCertVerificationError as exc:
-            reason = exc.verify_message or str(exc)
-            if "not yet valid" in reason or "expired" in reason:
-                fix = "the device clock is wrong: let NTP set it (timedatectl set-ntp true) and try again"
-            elif "hostname" in reason or "IP address mismatch" in reason:
-                fix = (f"the broker's certificate does not name {m.host!r}: re-issue it with "
-                       f"`lonewatch pki issue-server --host {m.host}`, or fix [mqtt] host")
-            else:
-                fix = (f"[mqtt] ca_file ({m.ca_file or 'system store'}) must be the project CA that signed the "
-                       "broker's certificate (provision writes it as ca.crt)")
-            raise RoundTripError(f"TLS: broker certificate rejected ({reason})", fix) from None
-        except ssl.SSLError as exc:
-            raise RoundTripError(f"TLS handshake with {where} failed: {exc}",
-                                 "is this the broker's TLS port (8883)? a client certificate may be required") from None
-        except ConnectionRefusedError:
-            raise RoundTripError(f"nothing listens on {where}", "check [mqtt] host/port and that the broker runs") from None
-        except OSError as exc:
-            raise RoundTripError(f"cannot reach {where}: {exc.strerror or exc}",
-                                 "check the network route (cellular data / Wi-Fi), DNS and firewalls") from None
-        self.client.loop_start()
-        with self._cond:
-            self._cond.wait_for(lambda: self._connack is not None, timeout_s)
-            connack = self._connack
-        if connack is None:
-            raise RoundTripError(f"no answer from the broker at {where} within {timeout_s:.0f} s",
-                                 "a firewall may drop the connection; check the port and the broker's log")
-        if connack.is_failure:
-            if str(connack) in ("Not authorized", "Bad user name or password"):
-                raise RoundTripError(f"the broker refused the login of {self.device_id} ({connack})",
-                                     "the password in device.toml is not in the broker's password file: re-run "
-                                     "`lonewatch provision` for this device and reload the broker")
-            raise RoundTripError(f"the broker refused the connection ({connack})", "see the broker's log")
-        with self._cond:
-            if not self._cond.wait_for(lambda: self._subscribed, timeout_s):
-                raise RoundTripError("the broker did not confirm the ack subscription", "see the broker's log")
-        sock = self.client.socket()
-        self.tls_version = sock.version() if isinstance(sock, ssl.SSLSocket) else None
-
-    def send_test(self, *, wait_arc: bool, timeout_s: float) -> RoundTrip:
-        """Queue and publish a ``test`` event; wait for ``received`` (and ``arc`` if
-        ``wait_arc``), each within ``timeout_s`` seconds of sending.
-
-        Raises:
-            RoundTripError: the device queue cannot be written, or an ack did not come.
-        """
-        with _as_owner_of(self.cfg.queue_path.parent):
-            return self._send_test(wait_arc=wait_arc, timeout_s=timeout_s)
-
-    def _send_test(self, *, wait_arc: bool, timeout_s: float) -> RoundTrip:
-        from .queue import PRIORITY_EVENT, EventQueue, QueueError
-
-        try:
-            queue = EventQueue(self.cfg.queue_path)
-        except QueueError as exc:
-            raise RoundTripError(f"the device queue cannot be opened: {exc}",
-                                 "run this on the device as root or the lonewatch user (state_dir must be writable)") from None
-        try:
-            seq = queue.next_sequence()
-            event = Event(device=self.device_id, seq=seq, kind="test", ts=time.time(), data={"source": self.source})
-            payload = encode(event)
-            # Queued first (SPEC §2): if we die now, the daemon delivers it later.
-            queue.put(event.id, "test", payload, priority=PRIORITY_EVENT)
-            sent_at = time.time()
-            t0 = time.monotonic()
-            self.client.publish(topic(self.device_id, "event"), payload, qos=1)
-            received = self._wait_ack(event.id, ("received",), t0 + timeout_s)
-            if received is None:
-                raise RoundTripError(
-                    f"the relay did not acknowledge test event {event.id} within {timeout_s:.0f} s",
-                    "is the relay running and connected to the broker? is this device registered "
-                    "(`lonewatch status` on the relay host; its dead letters say why an event was refused)?")
-            received_at, ack = received
-            queue.ack(event.id)
-            trip = RoundTrip(event.id, sent_at, received_at, received_at - sent_at, ack.ts)
-            if not wait_arc:
-                return trip
-            final = self._wait_ack(event.id, ("arc", "arc_failed"), t0 + timeout_s)
-            if final is None:
-                return trip
-            at, ack = final
-            if ack.stage == "arc_failed":
-                return replace(trip, arc_failed=str(ack.detail.get("reason", "failed")))
-            return replace(trip, arc=dict(ack.detail), arc_after_s=at - sent_at)
-        finally:
-            queue.close()
-
-    def _wait_ack(self, event_id: str, stages: tuple[str, ...], deadline: float) -> tuple[float, Ack] | None:
-        def found() -> tuple[float, Ack] | None:
-            return next(((t, a) for t, a in self._acks if a.id == event_id and a.stage in stages), None)
-
-        with self._cond:
-            self._cond.wait_for(lambda: found() is not None, max(0.0, deadline - time.monotonic()))
-            return found()
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-    def __enter__(self) -> "TestEventSession":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-@contextlib.contextmanager
-def _as_owner_of(directory: Any) -> Iterator[None]:
-    """Run as the owner of the device's state directory while touching its queue. ``sudo
-    lonewatch doctor`` would otherwise create ``queue.db`` (or its ``-wal``/``-shm``) as
-    root, and the daemon, running as its own user, could then no longer write its queue."""
-    import os
-
-    try:
-        st = os.stat(directory)
-    except OSError:
-        st = None
-    if os.geteuid() != 0 or st is None or st.st_uid == 0:
-        yield
-        return
-    egid = os.getegid()
-    os.setegid(st.st_gid)
-    os.seteuid(st.st_uid)
-    try:
-        yield
-    finally:
-        os.seteuid(0)
-        os.setegid(egid)
-
-
 # --------------------------------------------------------------------------- the doctor
 
 
-class Doctor:
+class Doctor(HardwareChecks):
     """Runs the checks. ``report(check)`` is called as each result is known (live output);
     ``prompt(text)`` tells the installer to act ("press the button now").
 
@@ -393,132 +150,6 @@ class Doctor:
         else:
             self._add(Check("config", "pass", f"device {self.cfg.device.id}, broker {m.host}:{m.port} over TLS"))
 
-    def _button(self) -> None:
-        try:
-            from gpiozero import Button
-
-            button = Button(self.cfg.gpio.button_pin, pull_up=True, bounce_time=None, pin_factory=self.pin_factory)
-        except Exception as exc:  # gpiozero raises many kinds (BadPinFactory, GPIOPinInUse …)
-            busy = "busy" in str(exc).lower() or "in use" in str(exc).lower()
-            self._add(Check("button", "fail", f"cannot read GPIO {self.cfg.gpio.button_pin}: {exc}",
-                            "stop the device service first: sudo systemctl stop lonewatch-device" if busy else
-                            "run doctor on the Pi (python3-lgpio installed), or try it here with --simulate"))
-            return
-        pressed, released = threading.Event(), threading.Event()
-        button.when_pressed = lambda: pressed.set()
-        button.when_released = lambda: pressed.is_set() and released.set()
-        try:
-            self.prompt(f"Press the panic button now (GPIO {self.cfg.gpio.button_pin}), within "
-                        f"{self.button_timeout_s:.0f} s …")
-            if self.finger is not None:
-                threading.Thread(target=self.finger, name="doctor-finger", daemon=True).start()
-            t0 = time.monotonic()
-            if not pressed.wait(self.button_timeout_s):
-                self._add(Check("button", "fail", f"no press on GPIO {self.cfg.gpio.button_pin} within "
-                                f"{self.button_timeout_s:.0f} s",
-                                "check the wiring (button between GPIO and GND, hardware/README.md) and [gpio] button_pin"))
-                return
-            after = time.monotonic() - t0
-            released.wait(max(1.0, self.button_timeout_s - after))
-            self._add(Check("button", "pass", f"press seen on GPIO {self.cfg.gpio.button_pin} after {after:.1f} s",
-                            data={"pin": self.cfg.gpio.button_pin, "after_s": round(after, 2)}))
-        finally:
-            button.close()
-
-    def _modem(self) -> None:
-        from modem.at import CmeError, Modem, ModemError, ModemGone, ModemTimeout, SerialConsoleError, SimLocked
-
-        mc = self.cfg.modem
-        modem = Modem(mc.port, mc.baudrate, flavour=mc.flavour)
-        try:
-            try:
-                modem.open()
-                state = modem.init(pin=mc.sim_pin or None)
-            except ModemGone as exc:
-                self._add(Check("modem.port", "fail", f"cannot open {mc.port}: {exc}",
-                                "is the modem powered and plugged in? `ls -l /dev/lonewatch-modem` — install "
-                                "hardware/99-lonewatch-modem.rules, or set [modem] port"))
-                return
-            except SerialConsoleError as exc:
-                self._add(Check("modem.port", "fail", f"a Linux login console answers on {mc.port}, not the modem "
-                                f"(saw {exc.evidence!r})", SERIAL_CONSOLE_FIX))
-                return
-            except ModemTimeout:
-                self._add(Check("modem.port", "fail", f"no answer to AT on {mc.port}",
-                                "wrong port or baud rate ([modem] baudrate), or a serial console still runs on the "
-                                "UART (remove console=serial0,115200 from cmdline.txt)"))
-                return
-            except SimLocked as exc:
-                self._add(Check("modem.port", "pass", f"modem answers on {mc.port}"))
-                fix = ("set [modem] sim_pin in device.toml" if exc.state == "SIM PIN" else
-                       "unlock the SIM with its PUK in a phone, then disable the PIN or set [modem] sim_pin")
-                self._add(Check("modem.sim", "fail", f"SIM not ready: {exc.state}", fix))
-                return
-            except CmeError as exc:
-                self._add(Check("modem.port", "pass", f"modem answers on {mc.port}"))
-                fix = {10: "insert the SIM card (power off first)", 16: "[modem] sim_pin is wrong — careful: "
-                       "three wrong PINs lock the SIM"}.get(exc.code or 0, "see the error text; try the SIM in a phone")
-                self._add(Check("modem.sim", "fail", f"SIM problem: {exc}", fix))
-                return
-            self._add(Check("modem.port", "pass", f"modem answers on {mc.port} ({modem.flavour})"))
-            self._add(Check("modem.sim", "pass", f"SIM {state.lower()}"))
-            self._modem_network(modem)
-            check_voice(self.cfg, modem, self._add)
-        except ModemError as exc:
-            self._add(Check("modem.port", "fail", f"modem error: {exc}", "power-cycle the modem and run doctor again"))
-        finally:
-            modem.close()
-
-    def _modem_network(self, modem: Any) -> None:
-        from modem.at import ModemError
-
-        try:
-            reg = modem.registration()
-            if reg.registered:
-                self._add(Check("modem.registration", "pass", f"registered ({reg.state}, {reg.technology})",
-                                data={"registration": reg.state, "technology": reg.technology}))
-            else:
-                fix = ("the network refuses this SIM: ask the operator (activated? roaming allowed?)"
-                       if reg.state == "denied" else
-                       "wait a minute; check the antenna and coverage at this spot, and that the SIM is activated")
-                self._add(Check("modem.registration", "fail", f"not registered ({reg.state})", fix,
-                                data={"registration": reg.state}))
-        except ModemError as exc:
-            self._add(Check("modem.registration", "fail", f"registration query failed: {exc}", "power-cycle the modem"))
-        try:
-            dbm = modem.signal().rssi_dbm
-        except ModemError as exc:
-            self._add(Check("modem.signal", "fail", f"signal query failed: {exc}", "power-cycle the modem"))
-        else:
-            if dbm is None:
-                self._add(Check("modem.signal", "fail", "no signal", "connect the antenna; move to a window to test"))
-            elif dbm < SIGNAL_FAIL_DBM:
-                self._add(Check("modem.signal", "fail", f"{dbm} dBm: too weak for reliable alarms",
-                              "better antenna placement, or a repeater at this site", data={"signal_dbm": dbm}))
-            elif dbm < SIGNAL_WARN_DBM:
-                self._add(Check("modem.signal", "warn", f"{dbm} dBm: marginal",
-                                "alarms may be delayed in the worst corners: walk the site with doctor",
-                                data={"signal_dbm": dbm}))
-            else:
-                self._add(Check("modem.signal", "pass", f"{dbm} dBm", data={"signal_dbm": dbm}))
-        if not self.cfg.modem.gnss:
-            self._add(Check("modem.gnss", "skip", "GNSS off in device.toml ([modem] gnss = false)"))
-            return
-        try:
-            modem.start_gnss()
-            fix = modem.gnss()
-        except ModemError as exc:
-            self._add(Check("modem.gnss", "fail", f"GNSS query failed: {exc}", "does this modem have GNSS? else set gnss = false"))
-            return
-        if fix is None:
-            self._add(Check("modem.gnss", "warn", "no GNSS fix yet",
-                            "connect the GNSS antenna; a first fix outdoors takes up to 15 minutes, indoors there may be none "
-                            "(alarms then go without position)"))
-        else:
-            acc = f" ±{fix.accuracy_m:.0f} m" if fix.accuracy_m is not None else ""
-            self._add(Check("modem.gnss", "pass", f"fix {fix.lat:.5f}, {fix.lon:.5f}{acc}",
-                            data={"lat": fix.lat, "lon": fix.lon, "accuracy_m": fix.accuracy_m}))
-
     @contextlib.contextmanager
     def _session(self) -> Iterator[TestEventSession | None]:
         session = TestEventSession(self.cfg, source="doctor")
@@ -562,35 +193,3 @@ class Doctor:
                             "'System clock synchronized: yes' (the network must reach an NTP server)", data=data))
         else:
             self._add(Check("clock", "pass", text, data=data))
-
-
-# --------------------------------------------------------------------------- simulation
-
-
-@contextlib.contextmanager
-def simulated_hardware(cfg: DeviceConfig, *, press_after_s: float = 0.5, press_s: float = 0.3,
-                       fix: tuple[float, float, float] | None = (55.676098, 12.568337, 1.0)
-                       ) -> Iterator[tuple[DeviceConfig, Any, Callable[[], None]]]:
-    """For ``doctor --simulate`` (a laptop, a demo, the tests): the modem simulator on a
-    pseudo-terminal (``cfg.modem.port`` replaced by it; GNSS ``fix`` as lat, lon, HDOP) and a
-    gpiozero MockFactory whose button pin a simulated finger presses ``press_after_s`` after
-    the prompt, for ``press_s`` seconds. Yields ``(cfg, pin_factory, finger)``."""
-    from gpiozero.pins.mock import MockFactory
-
-    from modem.simulator import ModemSimulator
-
-    factory = MockFactory()
-    pin = factory.pin(cfg.gpio.button_pin)
-
-    def finger() -> None:
-        time.sleep(press_after_s)
-        pin.drive_low()
-        time.sleep(press_s)
-        pin.drive_high()
-
-    flavour = cfg.modem.flavour if cfg.modem.flavour != "auto" else "sim7600"
-    with ModemSimulator(flavour=flavour) as sim:
-        sim.gnss_fix = fix
-        if cfg.modem.sim_pin:
-            sim.pin = cfg.modem.sim_pin
-        yield replace(cfg, modem=replace(cfg.modem, port=sim.port, enabled=True)), factory, finger

@@ -5,6 +5,11 @@ A throwaway Mosquitto and Redis on free ports (the project's own config files), 
 MockFactory pins with the modem simulator on a pseudo-terminal (reached through
 ``serial.Serial``), and a real SIA DC-09 receiver (pysiaalarm) standing in for the ARC — or
 an external receiver.
+
+This module holds :class:`DemoStack` (starting, driving and observing the parts) and
+:class:`DemoError`; the demo's ARC receiver is in :mod:`labstack.demo.local_arc`, its identity
+constants and config-file writers in :mod:`labstack.demo.config_files` (issue 9 split); every
+name is re-exported here.
 """
 
 from __future__ import annotations
@@ -14,218 +19,33 @@ import os
 import threading
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from protocol.errors import LonewatchError
-from protocol.sia import parse_position, parse_position_text
 
 from relay.arc import ArcResult
 from labstack.servers import Mosquitto, RedisServer, free_port
 from labstack.timeline import Timeline
 
+from .config_files import (  # noqa: F401  (re-exported: scenarios and tests import them from here)
+    ACCOUNT,
+    ARC_NAMES,
+    CONTACTS,
+    DEVICE_ID,
+    LAT,
+    LON,
+    SITE,
+    WORKER,
+    ZONE,
+    _deep_merge,
+    device_dict,
+    registry_toml,
+    relay_toml,
+)
+from .local_arc import ArcTarget, LocalArc, decoded_sia_event  # noqa: F401  (re-exported)
+
 log = logging.getLogger(__name__)
-
-DEVICE_ID = "lw-demo-0001"
-ACCOUNT = "1234AB"
-ZONE = 17
-WORKER = "Anna Hansen"
-SITE = "Vestergade 12, basement laundry"
-#: Where the simulated GNSS says the worker is (Copenhagen).
-LAT, LON = 55.668571, 12.576131
-#: The site's contacts in the demo registry, in escalation order: (name, role, phone, language).
-CONTACTS = (("Per Jensen", "manager", "+4520110001", "da"), ("Omar Haddad", "guard", "+4520110002", "ar"))
-#: Names of the demo's local ARC receivers (primary, secondary).
-ARC_NAMES = ("demo-arc", "demo-arc-2")
-
-
-@dataclass
-class ArcTarget:
-    """Where the relay sends: the local pysiaalarm receiver or an external one."""
-
-    host: str
-    port: int
-    local: bool
-
-
-class LocalArc:
-    """pysiaalarm's threaded TCP receiver, decoding into dicts the demo can print/check.
-
-    pysiaalarm's ADM-CID parser accepts one extended-data block, so the relay is configured
-    with ``max_xdata_blocks = 1`` for it and sends the position as alarm text (SPEC §4:
-    "know what each receiver in the tests accepts")."""
-
-    def __init__(self, account: str, port: int) -> None:
-        from pysiaalarm import SIAAccount, SIAClient
-
-        self.events: list[dict[str, Any]] = []
-        self._cond = threading.Condition()
-        self.port = port
-        self.client = SIAClient("127.0.0.1", port, [SIAAccount(account_id=account)], self._on_event)
-
-    def _on_event(self, event) -> None:
-        with self._cond:
-            self.events.append(decoded_sia_event(event))
-            self._cond.notify_all()
-
-    def wait_event(self, timeout_s: float, sequence: str | None = None) -> dict[str, Any] | None:
-        """The first decoded event (with this 4-digit ``sequence`` if given), waiting up to
-        ``timeout_s`` seconds; None if none came."""
-
-        def found() -> dict[str, Any] | None:
-            return next((e for e in self.events if sequence is None or e["sequence"] == sequence), None)
-
-        with self._cond:
-            self._cond.wait_for(lambda: found() is not None, timeout_s)
-            return found()
-
-    def __enter__(self) -> "LocalArc":
-        self.client.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.client.stop()
-
-
-def decoded_sia_event(event) -> dict[str, Any]:
-    """What an ARC decoded from one pysiaalarm ``SIAEvent``: account, Contact ID code (3
-    digits), qualifier, partition, zone, and position (lat/lon) from ``X``/``Y`` extended
-    data or from position text in ``I``."""
-    out: dict[str, Any] = {
-        "account": event.account,
-        "code": event.event_type,
-        "qualifier": int(event.event_qualifier) if event.event_qualifier else None,
-        "partition": event.partition,
-        "zone": int(event.ri) if event.ri else None,
-        "sia_code": event.code,
-        "sequence": event.sequence,
-        "lat": None,
-        "lon": None,
-    }
-    xdata = {x.identifier: x.value for x in (event.extended_data or [])}
-    out["xdata"] = xdata  # issue 12: O (building), L (floor), R (room), I (text) as the ARC read them
-    if "X" in xdata and "Y" in xdata:
-        out["lat"], out["lon"] = parse_position("X" + xdata["X"], "Y" + xdata["Y"])
-    elif "I" in xdata:
-        try:
-            pt = parse_position_text(xdata["I"])
-            out["lat"], out["lon"] = pt.lat, pt.lon
-        except ValueError:
-            pass
-    return out
-
-
-def relay_toml(mq_port: int, relay_password: str, redis_url: str, arc: ArcTarget | None, registry: Path,
-               *, arc2: ArcTarget | None = None, modem_port: str = "") -> str:
-    """The relay.toml of the local installation (plain MQTT on loopback; TLS is for real
-    deployments). ``arc2``: a secondary receiver; ``modem_port``: the relay's SMS modem."""
-    receivers = ""
-    if arc is not None:
-        limit = "max_xdata_blocks = 1\n" if arc.local else ""
-        receivers = f"""
-[[arc.receivers]]
-name = "{"demo-arc" if arc.local else "external-arc"}"
-host = "{arc.host}"
-port = {arc.port}
-timeout_s = 3.0
-{limit}"""
-    if arc2 is not None:
-        receivers += f"""
-[[arc.receivers]]
-name = "{ARC_NAMES[1]}"
-host = "{arc2.host}"
-port = {arc2.port}
-timeout_s = 3.0
-max_xdata_blocks = 1
-"""
-    if modem_port:
-        receivers += f"""
-[modem]
-port = "{modem_port}"
-flavour = "sim7600"
-poll_s = 1.0
-
-[notify]
-poll_s = 0.2
-timezone = "Europe/Copenhagen"
-"""
-    return f"""# written by lonewatch demo
-[relay]
-instance = "demo"
-dispatch_workers = 2
-
-[mqtt]
-host = "127.0.0.1"
-port = {mq_port}
-username = "relay"
-password = "{relay_password}"
-tls = false
-
-[redis]
-url = "{redis_url}"
-
-[arc]
-format = "ADM-CID"
-attempts_per_receiver = 3
-backoff_s = 0.2
-
-[registry]
-file = "{registry}"
-{receivers}"""
-
-
-def registry_toml() -> str:
-    """The registry of the local installation: one ARC account, worker, site (with escape-route
-    notes and two contacts, ``arc_then_contacts``) and device (:mod:`relay.registry`)."""
-    contacts = "".join(f"""
-  [[sites.contacts]]
-  name = "{name}"
-  role = "{role}"
-  phone = "{phone}"
-  language = "{language}"
-""" for name, role, phone, language in CONTACTS)
-    return f"""[[accounts]]
-account = "{ACCOUNT}"
-name = "Demo cleaning company"
-
-[[workers]]
-name = "{WORKER}"
-number = {ZONE}
-language = "da"
-
-[[sites]]
-name = "{SITE}"
-address = "Vestergade 12, 1456 København K"
-escape_routes = "Basement: stairs at the north end, door code 4711."
-alarm_system = "Intruder alarm panel by the back door."
-policy = "arc_then_contacts"
-account = "{ACCOUNT}"
-timezone = "Europe/Copenhagen"
-{contacts}
-[[devices]]
-id = "{DEVICE_ID}"
-worker = "{WORKER}"
-site = "{SITE}"
-"""
-
-
-def device_dict(mq_port: int, state_dir: Path, modem_port: str, password: str) -> dict[str, Any]:
-    """The device config of the simulated device (as a dict for ``DeviceConfig.from_dict``)."""
-    return {
-        "device": {"id": DEVICE_ID, "state_dir": str(state_dir), "silent": True},
-        "mqtt": {"host": "127.0.0.1", "port": mq_port, "password": password, "tls": False, "keepalive_s": 10},
-        "timing": {"hold_s": 2.0, "alive_interval_s": 60, "resend_after_s": 5},
-        "modem": {"port": modem_port, "flavour": "sim7600"},
-        "worker": {"name": WORKER, "site": SITE},
-    }
-
-
-def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 class DemoStack:
