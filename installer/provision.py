@@ -212,6 +212,10 @@ def _check_request(req: ProvisionRequest) -> None:
         raise ProvisionError(f"device id: {exc.reason}") from None
     if req.device_id in RESERVED_USERS:
         raise ProvisionError(f"{req.device_id!r} is a reserved broker account name; choose another device id")
+    from relay.brokeracl import is_relay_account
+
+    if is_relay_account(req.device_id):  # relay-<instance> accounts are the relays' (issue 15)
+        raise ProvisionError(f"{req.device_id!r} is a relay account name (relay-<instance>); choose another device id")
     if req.auth not in AUTH_MODES:
         raise ProvisionError(f"--auth must be {' or '.join(AUTH_MODES)}, got {req.auth!r}")
     if req.account is not None and not re.fullmatch(ACCOUNT_PATTERN, req.account):

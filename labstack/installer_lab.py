@@ -25,11 +25,14 @@ from protocol.errors import LonewatchError
 
 from installer import pki
 from labstack.servers import BrokerTls, Mosquitto, RedisServer, free_port
+from relay.brokeracl import relay_account
 
 __all__ = ["DEFAULT_ACCOUNT", "Lab", "LabError"]
 
 DEFAULT_ACCOUNT = "1234AB"
 TEST_IMAGE = "raspios-lite-test.img.xz"
+#: The lab relay's instance name; its broker account is relay-lab.
+LAB_INSTANCE = "lab"
 
 
 class LabError(LonewatchError, RuntimeError):
@@ -107,7 +110,8 @@ class Lab:
         server = pki.issue_server(pki_dir, broker_real, ["localhost", "127.0.0.1"])
 
         relay_password = secrets.token_urlsafe(18)
-        broker = Mosquitto(users={"relay": relay_password}, workdir=broker_real,
+        # The lab's relay has its own account, relay-<instance> (issue 15: client id = user name).
+        broker = Mosquitto(users={relay_account(LAB_INSTANCE): relay_password}, workdir=broker_real,
                            tls=BrokerTls(server.ca, server.cert, server.key))
         broker._owns_workdir = True  # removed with the broker
         self._stack.enter_context(broker.start())
@@ -153,13 +157,13 @@ def _alive(pid_file: Path) -> bool:
 def _relay_toml(port: int, password: str, ca: Path, redis_url: str, arc_port: int) -> str:
     return f"""# written by `lonewatch lab`: the relay of the local installation (TLS like production)
 [relay]
-instance = "lab"
+instance = "{LAB_INSTANCE}"
 dispatch_workers = 2
 
 [mqtt]
 host = "localhost"
 port = {port}
-username = "relay"
+username = "{relay_account(LAB_INSTANCE)}"
 password = "{password}"
 tls = true
 ca_file = "{ca}"

@@ -25,6 +25,7 @@ from string import Template
 
 from installer.binaries import MissingServerError, find_binary
 from protocol.errors import LonewatchError
+from relay.brokeracl import is_relay_account, render_acl
 from relay.conffiles import CONF_DIR
 
 class ServerStartError(LonewatchError, RuntimeError):
@@ -180,8 +181,9 @@ class Mosquitto(_Server):
     ``tls`` from the production config ``conf/mosquitto-tls.conf`` (TLS listener only).
 
     ``users`` maps username → password (written hashed with ``mosquitto_passwd``; the file is
-    mode 0600). The relay's account must be called ``relay`` (the ACL names it); device
-    accounts are named after the device id.
+    mode 0600). Relay accounts are ``relay`` or ``relay-<instance>`` (the ACL gets a relay
+    block for each, :func:`relay.brokeracl.render_acl`); device accounts are named after the
+    device id. The broker sets each client's id to its user name (issue 15).
     """
 
     users: dict[str, str] = field(default_factory=dict)
@@ -200,7 +202,9 @@ class Mosquitto(_Server):
         os.chmod(self.workdir, 0o755)
         self.port = self.port or free_port()
         self.write_passwords()
-        shutil.copyfile(CONF_DIR / "acl", self.workdir / "acl")
+        # One relay block per relay account among the users (issue 15: each instance its own).
+        accounts = [u for u in self.users if is_relay_account(u)] or ["relay"]
+        (self.workdir / "acl").write_text(render_acl(accounts))
         own = [self.workdir, self.workdir / "passwd", self.workdir / "acl"]
         if self.tls is None:
             conf = Template((CONF_DIR / "mosquitto.conf").read_text()).substitute(

@@ -38,7 +38,7 @@ def relay_dict(mq_port: int, password: str, redis_url: str, arc_port: int | None
     pysiaalarm-compatible receiver (one extended-data block)."""
     d: dict[str, Any] = {
         "relay": {"instance": instance, "dispatch_workers": 2, "reclaim_idle_s": 2.0},
-        "mqtt": {"host": "127.0.0.1", "port": mq_port, "username": "relay", "password": password, "tls": False},
+        "mqtt": {"host": "127.0.0.1", "port": mq_port, "username": f"relay-{instance}", "password": password, "tls": False},
         "redis": {"url": redis_url},
         "arc": {"attempts_per_receiver": 1, "backoff_s": 0.05, "account": ACCOUNT, "receivers": []},
         "supervision": {"sweep_interval_s": 0.1, **(supervision or {})},
