@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 from protocol.errors import ValidationError
-from protocol.messages import Ack, Alive, Event, Status, decode_for_topic
+from protocol.eventdata import salvage_alarm
+from protocol.messages import Ack, Alive, Event, Status, decode_for_topic, encode
 from protocol.topics import parse_topic
 
+from .references import note_reference, reference_problem
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -125,7 +127,11 @@ class Pipeline:
         try:
             msg = decode_for_topic(topic, payload)
         except ValidationError as exc:
-            return self._dead_letter(topic, payload, f"invalid: {exc}")
+            salvaged = salvage_alarm(topic, payload, exc)  # issue 15: an alarm stays an alarm
+            if salvaged is None:
+                return self._dead_letter(topic, payload, f"invalid: {exc}")
+            self._dead_letter(topic, payload, f"invalid: {exc} (the alarm itself was delivered, without its data)")
+            msg, payload = salvaged, encode(salvaged)
         if isinstance(msg, Ack):
             return self._dead_letter(topic, payload, "invalid: ack messages are relay → device only")
         if self.store.device(msg.device) is None:
@@ -140,7 +146,12 @@ class Pipeline:
             self.counts["status"] += 1
             return Handled("status")
 
+        problem = reference_problem(self.store, msg)  # issue 15: cancels only own open alarms
+        if problem is not None:
+            return self._dead_letter(topic, payload, problem)
         is_new = self.store.store_event(msg, payload)
+        if is_new:
+            note_reference(self.store, msg)
         # Ack only now that Redis has it; a resend is acked again (the first ack may be lost).
         self.publish_ack(msg.device, Ack(id=msg.id, stage="received", ts=time.time()))
         if not is_new:
