@@ -21,6 +21,7 @@ from protocol.eventdata import salvage_alarm
 from protocol.messages import Ack, Alive, Event, Status, decode_for_topic, encode
 from protocol.topics import parse_topic
 
+from .conflicts import conflicting, note_sequence, resolve_conflict
 from .references import note_reference, reference_problem
 from .store import Store
 
@@ -152,6 +153,9 @@ class Pipeline:
         is_new = self.store.store_event(msg, payload)
         if is_new:
             note_reference(self.store, msg)
+            note_sequence(self.store, msg)
+        elif (stored := conflicting(self.store, msg)) is not None:  # issue 15: same id, other content
+            return self._conflict(topic, payload, msg, stored)
         # Ack only now that Redis has it; a resend is acked again (the first ack may be lost).
         self.publish_ack(msg.device, Ack(id=msg.id, stage="received", ts=time.time()))
         if not is_new:
@@ -163,6 +167,19 @@ class Pipeline:
         if self.on_stored is not None:
             self.on_stored(msg, is_new)
         return Handled("stored" if is_new else "duplicate", event=msg)
+
+    def _conflict(self, topic: str, payload: bytes, msg: Event, stored: Event) -> Handled:
+        """An event id came again with other content (relay/conflicts.py): fault, derived
+        alarm, dead letter of the copy, and the device told in its ``received`` ack."""
+        derived, ack, reason = resolve_conflict(self.store, msg, stored)
+        self._dead_letter(topic, payload, reason)
+        self.publish_ack(msg.device, ack)
+        self.counts["conflict"] += 1
+        if derived is None:
+            return Handled("dead_letter", reason=reason)
+        if self.on_stored is not None:
+            self.on_stored(derived, True)
+        return Handled("stored", event=derived, reason=reason)
 
     def _dead_letter(self, topic: str, payload: bytes, reason: str) -> Handled:
         device = "?"
