@@ -21,6 +21,7 @@ from protocol.eventdata import salvage_alarm
 from protocol.messages import Ack, Alive, Event, Status, decode_for_topic, encode
 from protocol.topics import parse_topic
 
+from .clockcheck import flag_clock
 from .conflicts import conflicting, note_sequence, resolve_conflict
 from .references import note_reference, reference_problem
 from .store import Store
@@ -154,6 +155,7 @@ class Pipeline:
         if is_new:
             note_reference(self.store, msg)
             note_sequence(self.store, msg)
+            flag_clock(self.store, msg)  # issue 15: far-off device clock → kept, flagged
         elif (stored := conflicting(self.store, msg)) is not None:  # issue 15: same id, other content
             return self._conflict(topic, payload, msg, stored)
         # Ack only now that Redis has it; a resend is acked again (the first ack may be lost).

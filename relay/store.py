@@ -257,7 +257,8 @@ class Store:
         duration = event.data.get("duration_s", 0) if event.kind == "checkin_start" else 0
         keys = [event_key(event.id), device_key(dev, "state"), device_key(dev, "sup"), device_key(dev, "unqueued")]
         args = [payload, f"{now:.3f}", event.id, dev, event.kind, device_key(dev, "event:"), *self._policy_args(),
-                pol.checkin_grace_s, f"{event.ts:.3f}", duration, EVENT_TTL_S]  # fmt: skip
+                pol.checkin_grace_s, event.seq if event.seq < 2**52 else 0, duration, EVENT_TTL_S]  # fmt: skip
+        # ^ the device's order (seq; derived ids of relay/conflicts.py are 0), never its clock (issue 15)
         if event.position is not None:
             p = event.position
             args += ["lat", p.lat, "lon", p.lon, "accuracy_m", "" if p.accuracy_m is None else p.accuracy_m, "fixed_at", p.fixed_at]

@@ -156,9 +156,12 @@ class ScriptedDevice:
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=device_id, protocol=mqtt.MQTTv5)
         self.client.username_pw_set(device_id, password)
         self.client.on_message = self._on_message
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda *args: subscribed.set()
         self.client.connect("127.0.0.1", port)
         self.client.subscribe(topic(device_id, "ack"), qos=1)
         self.client.loop_start()
+        subscribed.wait(10)  # acks published before the SUBACK would be lost
 
     def _on_message(self, client, userdata, msg) -> None:
         with self._cond:
