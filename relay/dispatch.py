@@ -21,6 +21,7 @@ from protocol.messages import Ack, Event
 from protocol.sia import ContactId, contact_id_for
 
 from .arc import ArcAlarm, ArcClient, ArcError, ArcRejectedError, ArcResult
+from .fairshare import TEST_SIGNAL_PERIOD_S, arc_test_coalesced
 from .store import ARC_TERMINAL, DeviceEntry, Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,8 @@ class Dispatcher:
         self.workers, self.on_result = workers, on_result
         self.retry_s, self.reclaim_idle_s = retry_s, reclaim_idle_s
         self.escalation = escalation
+        #: At most one test signal per device per this many seconds to the ARC (issue 15).
+        self.test_period_s = TEST_SIGNAL_PERIOD_S
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._inflight: dict[str, tuple[str, str]] = {}  # job id → (event id, consumer)
@@ -203,6 +206,14 @@ class Dispatcher:
             return
         entry = self.store.device(event.device)
         alarm = arc_alarm_of(event, entry, partition=self.partition, fmt=self.fmt) if entry and to_arc else None
+        # --- issue 15 fair shares: one test signal per device per period (relay/fairshare.py)
+        merged = arc_test_coalesced(self.store, event, self.test_period_s) if alarm and self.arc else None
+        if merged is not None:
+            self.store.mark_event(event_id, arc="coalesced", coalesced_into=merged["coalesced_into"])
+            self._ack_device(event, Ack(id=event.id, stage="arc", ts=time.time(), detail=merged))
+            finish()
+            return
+        # --- end issue 15
         if alarm is None or self.arc is None:
             self.store.mark_event(event_id, arc="not_sent" if alarm is None and to_arc else "no_arc")
             if alarm is not None:
@@ -227,7 +238,7 @@ class Dispatcher:
         dropped from the order list."""
         deadline = time.monotonic() + (self.ORDER_WAIT_S if wait_s is None else wait_s)
         while not self._stop.is_set():
-            head = self.store.order_head(event.device)
+            head = self.store.order_head(event.device, event.kind)  # urgent/routine order (issue 15)
             if head is None or head == event.id:
                 return
             rec = self.store.event(head)

@@ -22,6 +22,8 @@ from protocol.messages import Ack, Alive, Event, Status, decode_for_topic, encod
 from protocol.topics import parse_topic
 
 from .clockcheck import flag_clock
+from .fairshare import RateLimiter
+from .faults import RATE_LIMIT, record_fault
 from .conflicts import conflicting, note_sequence, resolve_conflict
 from .references import note_reference, reference_problem
 from .store import Store
@@ -63,6 +65,8 @@ class Pipeline:
         self.on_stored = on_stored
         #: Counts per outcome and per dead-letter reason class (operability).
         self.counts: Counter[str] = Counter()
+        #: Per-device rate limit for routine kinds (relay/fairshare.py); None = no limit.
+        self.limiter: RateLimiter | None = None
         #: device id → (registry entry, expiry on the monotonic clock), for alive messages only.
         self._known: dict[str, tuple[object, float]] = {}
 
@@ -136,6 +140,8 @@ class Pipeline:
             msg, payload = salvaged, encode(salvaged)
         if isinstance(msg, Ack):
             return self._dead_letter(topic, payload, "invalid: ack messages are relay → device only")
+        if isinstance(msg, Event) and self.limiter is not None and not self.limiter.allow(msg):
+            return self._coalesce(msg)  # issue 15: a routine flood costs one decode per message
         if self.store.device(msg.device) is None:
             return self._dead_letter(topic, payload, f"unknown device {msg.device!r}: not in the registry")
 
@@ -169,6 +175,17 @@ class Pipeline:
         if self.on_stored is not None:
             self.on_stored(msg, is_new)
         return Handled("stored" if is_new else "duplicate", event=msg)
+
+    def _coalesce(self, msg: Event) -> Handled:
+        """A routine event over its device's rate limit: not stored, not acked (the device
+        keeps it and resends later), counted; one fault per device now and then."""
+        self.counts["coalesced"] += 1
+        reason = f"rate limit: routine events of {msg.device} over its share; {msg.id} not taken (the device resends it)"
+        if self.limiter is not None and self.limiter.fault_due(msg.device):
+            record_fault(self.store, msg.device, RATE_LIMIT,
+                         f"device {msg.device} sends routine events faster than its share "
+                         f"({self.limiter.coalesced.get(msg.device, 0)} coalesced so far): check it")
+        return Handled("dead_letter", reason=reason)
 
     def _conflict(self, topic: str, payload: bytes, msg: Event, stored: Event) -> Handled:
         """An event id came again with other content (relay/conflicts.py): fault, derived

@@ -12,6 +12,8 @@ distinct event id plus one per distinct conflicting alarm, whatever was re-sent 
 
 from __future__ import annotations
 
+import time
+
 import fakeredis
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -64,6 +66,7 @@ def test_duplicates_and_replays_never_raise_a_second_arc_alarm(arc: ArcRecorder,
     client = ArcClient([ArcReceiver("arc", "127.0.0.1", arc.port, timeout_s=2.0, max_xdata_blocks=1)], store,
                        attempts_per_receiver=2, backoff_s=0.05)
     dispatcher = Dispatcher(store, client, lambda dev, ack: acks.append(ack), name="hostile", workers=1)
+    dispatcher.test_period_s = 0  # replays, not the test-signal gate (tests/test_fair_shares.py)
     store.ensure_group()
     before = len(arc.frames)
 
@@ -85,6 +88,11 @@ def test_duplicates_and_replays_never_raise_a_second_arc_alarm(arc: ArcRecorder,
             dispatch_all()
     dispatch_all()
 
+    # pysiaalarm ACKs before it records the frame: wait for the records (never for more).
+    deadline = time.monotonic() + 5
+    while len({(f.account, f.sequence) for f in arc.frames[before:]}) < len(first) + len(conflicts) \
+            and time.monotonic() < deadline:
+        time.sleep(0.01)
     new = arc.frames[before:]
     keys = [(f.account, f.sequence) for f in new]
     assert len(set(keys)) == len(first) + len(conflicts), f"ARC messages {keys} for events {sorted(first)}"
