@@ -26,12 +26,12 @@ NOT_YET: dict[str, tuple[str, str]] = {}
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    ap.add_argument("--only", default="latency,throughput,device,lostcontact,smsfallback",
-                    help="comma-separated: latency, throughput, device, lostcontact, smsfallback")
+    ap.add_argument("--only", default="latency,throughput,device,lostcontact,smsfallback,fairshare",
+                    help="comma-separated: latency, throughput, device, lostcontact, smsfallback, fairshare")
     ap.add_argument("--quick", action="store_true", help="fewer repetitions (smoke run)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    from . import b_device, b_latency, b_lostcontact, b_smsfallback, b_throughput
+    from . import b_device, b_fairshare, b_latency, b_lostcontact, b_smsfallback, b_throughput
 
     plan = {
         "latency": lambda: b_latency.run(runs=1 if args.quick else 3, n_alarms=50 if args.quick else 200),
@@ -39,6 +39,7 @@ def main(argv: list[str]) -> int:
         "device": lambda: b_device.run(window_s=15 if args.quick else 62),
         "lostcontact": lambda: b_lostcontact.run(devices=20_000 if args.quick else 100_000, window_s=20 if args.quick else 60),
         "smsfallback": lambda: b_smsfallback.run(reps=2 if args.quick else 3),
+        "fairshare": lambda: b_fairshare.run(runs=1 if args.quick else 3),
     }
     figures: list[Figure] = []
     started = time.monotonic()

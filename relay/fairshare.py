@@ -23,6 +23,7 @@ Three rules, each at the cheapest place:
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -42,6 +43,10 @@ URGENT_EXTRA: Final = frozenset({"cancel", "contact_restore"})
 ROUTINE_PER_MINUTE: Final = 60.0
 ROUTINE_BURST: Final = 30
 TEST_SIGNAL_PERIOD_S: Final = 60.0
+
+
+#: An urgent kind named in a raw payload (JSON as devices write it, optional spaces).
+_URGENT_RAW: Final = re.compile(rb'"kind"\s*:\s*"(panic|silent_panic|man_down|missed_checkin|cancel)"')
 
 
 def is_urgent(kind: str) -> bool:
@@ -89,6 +94,21 @@ class RateLimiter:
             if len(self._buckets) > 500_000:  # bounded memory: forget idle buckets
                 self._buckets.clear()
             return False
+
+    def fast_reject(self, device: str, payload: bytes) -> bool:
+        """Before decoding: True when ``device`` has no token left and ``payload`` surely is
+        not urgent (names no urgent kind and has no ``\\u`` escape that could hide one). The
+        caller coalesces it without decoding — a flood then costs almost nothing. Never True
+        for anything that might be an alarm or a cancel."""
+        if b"\\u" in payload or _URGENT_RAW.search(payload):
+            return False
+        now = self.clock()
+        with self._lock:
+            hit = self._buckets.get(device)
+            if hit is None or min(self.burst, hit[0] + (now - hit[1]) * self.rate_s) >= 1.0:
+                return False
+            self.coalesced[device] = self.coalesced.get(device, 0) + 1
+            return True
 
     def fault_due(self, device: str) -> bool:
         """True at most once per :attr:`fault_every_s` per device (for the fault record)."""

@@ -130,6 +130,11 @@ class Pipeline:
             relay.store.StoreDataError: Redis refused the data; the caller dead-letters the
                 message (retrying would block every message behind it).
         """
+        if self.limiter is not None and topic.endswith("/event"):  # issue 15: flood fast path
+            dev = topic.split("/")[1] if topic.count("/") == 2 else ""
+            if dev and self.limiter.fast_reject(dev, payload):
+                self.counts["coalesced"] += 1
+                return Handled("dead_letter", reason=f"rate limit: routine events of {dev} over its share")
         try:
             msg = decode_for_topic(topic, payload)
         except ValidationError as exc:

@@ -100,3 +100,14 @@ def test_dispatchers_take_alarms_before_routine_jobs_of_every_device(redis_serve
     # Only urgent events keep a device order an alarm waits on.
     assert store.order_head(A, "panic") == f"{A}:51" and store.order_head(A, "test") == f"{A}:1"
     assert is_urgent("contact_restore") and not is_urgent("low_battery")
+
+
+def test_flood_fast_path_never_rejects_what_might_be_an_alarm():
+    now = [0.0]
+    lim = RateLimiter(per_minute=1, burst=1, clock=lambda: now[0])
+    assert not lim.fast_reject(A, b'{"kind":"test"}')  # no bucket yet: decode it
+    assert lim.allow(Event(A, 1, "test", 1.0, None, {})) and not lim.allow(Event(A, 2, "test", 1.0, None, {}))
+    assert lim.fast_reject(A, b'{"v":1,"type":"event","kind":"test"}')
+    for urgent in (b'{"kind":"panic"}', b'{"kind" : "silent_panic"}', b'{"kind":"cancel"}', b'{"kind":"\\u0070anic"}'):
+        assert not lim.fast_reject(A, urgent)
+    assert not lim.fast_reject(B, b'{"kind":"test"}')  # another device's bucket
