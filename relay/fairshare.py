@@ -121,12 +121,12 @@ class RateLimiter:
             return True
 
 
-def arc_test_coalesced(store, event: Event, period_s: float) -> dict | None:
+def arc_test_coalesced(store, event: Event, period_s: float, wait_s: float = 10.0) -> dict | None:
     """One test signal per device per ``period_s`` to the ARC, across relays (issue 15).
 
     Returns None when ``event`` must be sent (not a ``test``, the gate is off, it is the
-    period's first test, or the period's test has not been ACKed by the ARC: then this one
-    takes the gate over and goes). Otherwise the ``arc`` ack detail that coalesces it into the
+    period's first test, or the period's test was not ACKed by the ARC within ``wait_s``
+    seconds: then this one takes the gate over and goes). Otherwise the ``arc`` ack detail that coalesces it into the
     period's ACKed test: ``{"receiver", "latency_ms": 0, "coalesced_into": <event id>}``.
 
     Raises:
@@ -143,8 +143,13 @@ def arc_test_coalesced(store, event: Event, period_s: float) -> dict | None:
     holder = holder.decode() if isinstance(holder, bytes) else holder
     if holder in (None, event.id):
         return None
-    rec = store.event(holder)
-    if rec is None or rec[1].get("arc") != "acked":
-        store._call(store.r.set, key, event.id, px=px)
-        return None
-    return {"receiver": rec[1].get("arc_receiver", ""), "latency_ms": 0.0, "coalesced_into": holder}
+    deadline = time.monotonic() + wait_s
+    while True:  # the period's test may still be on its way to the ARC: wait for its answer
+        rec = store.event(holder)
+        state = rec[1].get("arc") if rec else None
+        if state == "acked":
+            return {"receiver": rec[1].get("arc_receiver", ""), "latency_ms": 0.0, "coalesced_into": holder}
+        if state not in ("pending", "retrying") or time.monotonic() > deadline:
+            store._call(store.r.set, key, event.id, px=px)  # it failed or is gone: this one goes
+            return None
+        time.sleep(0.02)

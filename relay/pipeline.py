@@ -133,8 +133,7 @@ class Pipeline:
         if self.limiter is not None and topic.endswith("/event"):  # issue 15: flood fast path
             dev = topic.split("/")[1] if topic.count("/") == 2 else ""
             if dev and self.limiter.fast_reject(dev, payload):
-                self.counts["coalesced"] += 1
-                return Handled("dead_letter", reason=f"rate limit: routine events of {dev} over its share")
+                return self._coalesce(dev, "an event")
         try:
             msg = decode_for_topic(topic, payload)
         except ValidationError as exc:
@@ -146,7 +145,7 @@ class Pipeline:
         if isinstance(msg, Ack):
             return self._dead_letter(topic, payload, "invalid: ack messages are relay → device only")
         if isinstance(msg, Event) and self.limiter is not None and not self.limiter.allow(msg):
-            return self._coalesce(msg)  # issue 15: a routine flood costs one decode per message
+            return self._coalesce(msg.device, msg.id)  # issue 15: a routine flood costs one decode per message
         if self.store.device(msg.device) is None:
             return self._dead_letter(topic, payload, f"unknown device {msg.device!r}: not in the registry")
 
@@ -181,15 +180,15 @@ class Pipeline:
             self.on_stored(msg, is_new)
         return Handled("stored" if is_new else "duplicate", event=msg)
 
-    def _coalesce(self, msg: Event) -> Handled:
+    def _coalesce(self, device: str, what: str) -> Handled:
         """A routine event over its device's rate limit: not stored, not acked (the device
         keeps it and resends later), counted; one fault per device now and then."""
         self.counts["coalesced"] += 1
-        reason = f"rate limit: routine events of {msg.device} over its share; {msg.id} not taken (the device resends it)"
-        if self.limiter is not None and self.limiter.fault_due(msg.device):
-            record_fault(self.store, msg.device, RATE_LIMIT,
-                         f"device {msg.device} sends routine events faster than its share "
-                         f"({self.limiter.coalesced.get(msg.device, 0)} coalesced so far): check it")
+        reason = f"rate limit: routine events of {device} over its share; {what} not taken (the device resends it)"
+        if self.limiter is not None and self.limiter.fault_due(device):
+            record_fault(self.store, device, RATE_LIMIT,
+                         f"device {device} sends routine events faster than its share "
+                         f"({self.limiter.coalesced.get(device, 0)} coalesced so far): check it")
         return Handled("dead_letter", reason=reason)
 
     def _conflict(self, topic: str, payload: bytes, msg: Event, stored: Event) -> Handled:
