@@ -136,7 +136,11 @@ class Lab:
             _write_test_image(image)
         self.info = LabInfo(self.dir, link, broker.port, pki_dir, relay_config, redis_server.url,
                             f"127.0.0.1:{arc_port}", self.account, image)
-        (self.dir / "lab.json").write_text(json.dumps(self.info.as_dict(), indent=2) + "\n")
+        # 0600: it holds the Redis URL with the lab's Redis password (issue 15)
+        lab_json = self.dir / "lab.json"
+        lab_json.unlink(missing_ok=True)
+        with os.fdopen(os.open(lab_json, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as fh:
+            fh.write(json.dumps(self.info.as_dict(), indent=2) + "\n")
         self._stack.callback((self.dir / "lab.json").unlink, missing_ok=True)
         return self.info
 

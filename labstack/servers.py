@@ -236,9 +236,30 @@ class Mosquitto(_Server):
 
 @dataclass
 class RedisServer(_Server):
-    """A Redis server from ``conf/redis.conf`` (AOF on, fsync always) on a free port."""
+    """A Redis server from ``conf/redis.conf`` (AOF on, fsync always) on a free port, behind
+    the ACL of ``conf/redis-users.acl`` (issue 15): every user has a password (the default
+    user's is ``admin_password``), :attr:`url` logs in as ``lonewatch`` with :attr:`password`
+    (fresh per server, kept across :meth:`restart`). ``admin`` adds the admin commands the fault tests use (SHUTDOWN,
+    SAVE, FLUSHALL, CONFIG …) to that user; ``admin=False`` is exactly the shipped rights."""
 
+    password: str = field(default="", repr=False)
+    admin: bool = True
     log_name = "redis.log"
+
+    def write_acl(self) -> Path:
+        """(Re)write ``users.acl`` (mode 0600) from the shipped template."""
+        import secrets
+
+        self.password = self.password or secrets.token_urlsafe(18)
+        self.admin_password = getattr(self, "admin_password", "") or secrets.token_urlsafe(18)
+        text = Template((CONF_DIR / "redis-users.acl").read_text()).substitute(
+            password=self.password, admin_password=self.admin_password, extra="+@all" if self.admin else "")
+        path = self.workdir / "users.acl"
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        return path
 
     def start(self) -> "RedisServer":
         """Start and wait until it accepts connections.
@@ -253,14 +274,14 @@ class RedisServer(_Server):
             binary, str(CONF_DIR / "redis.conf"),
             "--port", str(self.port), "--bind", "127.0.0.1",
             "--dir", str(self.workdir), "--logfile", str(self.workdir / "redis.log"),
-            "--daemonize", "no",
+            "--daemonize", "no", "--aclfile", str(self.write_acl()),
         ]  # fmt: skip
         self._spawn(argv, "redis")
         return self
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://lonewatch:{self.password}@127.0.0.1:{self.port}/0"
 
     def restart(self) -> None:
         """Stop and start again on the same port and data directory (AOF is replayed)."""
