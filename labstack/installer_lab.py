@@ -187,6 +187,8 @@ host = "127.0.0.1"
 port = {arc_port}
 timeout_s = 3.0
 max_xdata_blocks = 1
+# NULL polls: /healthz says "degraded" when the ARC stops answering (issue 15)
+poll_interval_s = 10
 """
 
 
