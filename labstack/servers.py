@@ -133,10 +133,11 @@ TLS_AUTH_MODES = ("password", "certificate")
 
 def render_tls_conf(*, directory: Path, port: int = 8883, bind: str = "", auth: str = "password",
                     data_dir: Path | None = None, log_file: Path | None = None,
-                    pid_file: Path | None = None) -> str:
+                    pid_file: Path | None = None, crl: bool = False) -> str:
     """The production broker config (``conf/mosquitto-tls.conf``) for files in ``directory``
     (passwd, acl, ca.crt, server.crt, server.key). ``bind`` "" listens on every interface;
-    ``data_dir``/``log_file``/``pid_file`` default to ``directory``.
+    ``data_dir``/``log_file``/``pid_file`` default to ``directory``; ``crl`` names
+    ``directory/crl.pem`` as the broker's ``crlfile`` (revoked certificates, issue 15).
 
     Raises:
         ValueError: unknown ``auth`` (see :data:`TLS_AUTH_MODES`).
@@ -148,6 +149,7 @@ def render_tls_conf(*, directory: Path, port: int = 8883, bind: str = "", auth: 
         port=port, bind=bind, dir=directory, data_dir=data_dir or directory,
         log_file=log_file or directory / "mosquitto.log", pid_file=pid_file or directory / "mosquitto.pid",
         require_certificate=cert, use_identity_as_username=cert,
+        crl_line=f"crlfile {directory}/crl.pem" if crl else "# crlfile (none yet)",
     ).replace(f"listener {port} \n", f"listener {port}\n")
 
 
@@ -212,7 +214,8 @@ class Mosquitto(_Server):
             )
         else:
             own += self.tls.install(self.workdir)
-            conf = render_tls_conf(directory=self.workdir, port=self.port, bind=self.bind, auth=self.tls.auth)
+            conf = render_tls_conf(directory=self.workdir, port=self.port, bind=self.bind, auth=self.tls.auth,
+                                   crl=(self.workdir / "crl.pem").exists())
         (self.workdir / "mosquitto.conf").write_text(conf)
         _readable_by_service_user(own, "mosquitto")
         self._spawn([binary, "-c", str(self.workdir / "mosquitto.conf")], "mosquitto")
