@@ -21,6 +21,7 @@ from protocol.messages import Ack, Event
 from protocol.sia import ContactId, contact_id_for
 
 from .arc import ArcAlarm, ArcClient, ArcError, ArcRejectedError, ArcResult
+from .lease import RelayLease, take_over
 from .fairshare import TEST_SIGNAL_PERIOD_S, arc_test_coalesced
 from .store import ARC_TERMINAL, DeviceEntry, Store, StoreError
 
@@ -116,6 +117,11 @@ class Dispatcher:
     def start(self) -> None:
         """Create the consumer group and start the worker threads."""
         self.store.ensure_group()
+        # --- issue 15 takeover: a lease in Redis (relay/lease.py); resume own jobs first
+        self.lease = RelayLease(self.store, self.name)
+        self.lease.start()
+        self._resumed = take_over(self.store, f"{self.name}-0", self.name, resume=True)  # before any worker runs
+        # --- end issue 15
         if self.escalation is not None:
             self.escalation.start()
         for i in range(self.workers):
@@ -145,20 +151,28 @@ class Dispatcher:
         for t in self._threads:
             t.join(timeout_s)
         self._threads.clear()
+        if getattr(self, "lease", None) is not None:  # issue 15: others take over at once
+            self.lease.stop()
         if self.escalation is not None:
             self.escalation.stop(timeout_s)
 
     def _run(self, consumer: str) -> None:
-        last_reclaim = 0.0
+        last_reclaim = last_takeover = 0.0
+        jobs: list[tuple[str, str]] = []
+        if consumer.endswith("-0"):  # issue 15: this relay's jobs from before a restart
+            jobs, self._resumed = list(getattr(self, "_resumed", [])), []
         while not self._stop.is_set():
             try:
-                jobs: list[tuple[str, str]] = []
-                if time.monotonic() - last_reclaim > self.reclaim_idle_s / 2:
+                if not jobs and time.monotonic() - last_takeover > self.TAKEOVER_EVERY_S:  # issue 15 (relay/lease.py)
+                    jobs = take_over(self.store, consumer, self.name)
+                    last_takeover = time.monotonic()
+                if not jobs and time.monotonic() - last_reclaim > self.reclaim_idle_s / 2:
                     jobs = self.store.reclaim_jobs(consumer, int(self.reclaim_idle_s * 1000))
                     last_reclaim = time.monotonic()
                 jobs = jobs or self.store.next_jobs(consumer, block_ms=500, count=1)
                 for job_id, event_id in jobs:
                     self.run_job(job_id, event_id, consumer)
+                jobs = []
             except StoreError as exc:
                 log.error("dispatch %s: redis unavailable (%s); retrying", consumer, exc)
                 self._stop.wait(1.0)
@@ -226,6 +240,9 @@ class Dispatcher:
         if self._stop.is_set() and now is not None and now[1].get("arc") not in ARC_TERMINAL:
             return  # stopped while retrying: the job stays pending, its place in the order too
         finish()
+
+    #: How often each worker looks for jobs of relays whose lease expired, seconds (issue 15).
+    TAKEOVER_EVERY_S = 1.0
 
     #: Longest wait for an older event of the same device before sending anyway, seconds:
     #: order matters (alarm before cancel/restore), but never more than getting help.
