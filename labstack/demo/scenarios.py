@@ -15,7 +15,8 @@ Scenario = Callable[[DemoStack], bool]
 #: name → (function, one-line description)
 SCENARIOS: dict[str, tuple[Scenario, str]] = {}
 #: Modules that define further scenarios (imported by :func:`load_all`).
-MODULES: tuple[str, ...] = ("labstack.demo.scenario_contacts", "labstack.demo.scenario_device", "labstack.demo.scenario_relay")
+MODULES: tuple[str, ...] = ("labstack.demo.scenario_contacts", "labstack.demo.scenario_device", "labstack.demo.scenario_relay",
+                            "labstack.demo.scenario_guard")
 
 
 def scenario(name: str, description: str) -> Callable[[Scenario], Scenario]:

@@ -22,12 +22,15 @@ from protocol.errors import LonewatchError
 from protocol.sia import parse_position, parse_position_text
 
 from relay.arc import ArcResult
+from relay.brokeracl import relay_account
 from labstack.servers import Mosquitto, RedisServer, free_port
 from labstack.timeline import Timeline
 
 log = logging.getLogger(__name__)
 
 DEVICE_ID = "lw-demo-0001"
+#: Relay instances the scenarios start as extra processes (each gets the broker account relay-<instance>).
+DEMO_RELAY_INSTANCES = ("relay-a", "relay-b")
 ACCOUNT = "1234AB"
 ZONE = 17
 WORKER = "Anna Hansen"
@@ -283,6 +286,9 @@ class DemoStack:
         tl, st = self.tl, self._stack
         self.relay_password, self.device_password = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
         users = {"relay": self.relay_password, DEVICE_ID: self.device_password, **self.extra_broker_users}
+        # Issue 15: the broker binds client id = user name, so each extra relay process has its
+        # own account (relay-<instance>); these share the demo relay's password.
+        users.update({relay_account(n): self.relay_password for n in DEMO_RELAY_INSTANCES})
         self.mq = st.enter_context(Mosquitto(users=users).start())
         self.redis = st.enter_context(RedisServer().start())
         tl.add("servers_up", mosquitto_port=self.mq.port, redis_port=self.redis.port)
@@ -462,6 +468,7 @@ class DemoStack:
         text = relay_toml(self.mq.port, self.relay_password, self.redis.url, self.arc, self.workdir / "registry.toml")
         extra = "".join(f"\n{k} = {v!r}" for k, v in relay_keys.items())
         text = text.replace('instance = "demo"', f'instance = "{instance}"{extra}', 1)
+        text = text.replace('username = "relay"', f'username = "{relay_account(instance)}"', 1)  # issue 15
         text = text.replace("[mqtt]\n", "[mqtt]\n" + "".join(f"{k} = {v!r}\n" for k, v in (mqtt_keys or {}).items()), 1)
         path = self.workdir / f"relay-{instance}.toml"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # holds the broker password
