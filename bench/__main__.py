@@ -30,7 +30,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer repetitions (smoke run)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    from . import b_beacons, b_device, b_latency, b_lostcontact, b_mandown, b_modem, b_sidebyside, b_smsfallback, b_throughput
+    from . import b_beacons, b_device, b_fairshare, b_latency, b_lostcontact, b_mandown, b_modem, b_sidebyside, b_smsfallback, b_throughput
 
     plan = {
         "latency": lambda: b_latency.run(runs=1 if args.quick else 3, n_alarms=50 if args.quick else 200),
@@ -44,6 +44,7 @@ def main(argv: list[str]) -> int:
         "mandown": lambda: b_mandown.run(hours=1.0 if args.quick else 8.0, speed=4.0 if args.quick else 1.0),
         "sidebyside": lambda: b_sidebyside.run(runs=1 if args.quick else 2, per_relay=5000 if args.quick else 15000,
                                                n_alarms=40 if args.quick else 100),  # issue 14
+        "fairshare": lambda: b_fairshare.run(runs=1 if args.quick else 3),
     }
     from . import b_voice  # issue 11
 

@@ -38,7 +38,8 @@ class BenchMosquitto(Mosquitto):
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(conf.read_text().replace("max_queued_messages 10000", "max_queued_messages 1000000"))
         with open(self.workdir / "acl", "a") as fh:
-            fh.write("\nuser loadgen\ntopic write lonewatch/+/alive\n")
+            for user in (u for u in self.users if u.startswith("loadgen")):
+                fh.write(f"\nuser {user}\ntopic write lonewatch/+/alive\n")
         super()._spawn(argv, name)
 
 
@@ -57,6 +58,9 @@ def one_run(n_relays: int, per_relay: int, n_devices: int = 1000, n_gen: int = 2
         work = Path(tmp)
         devices = [DeviceSpec(f"lw-tp-{i:05d}", "7A0", i % 999 + 1) for i in range(n_devices)]
         pw = {"relay": secrets.token_urlsafe(12), "loadgen": secrets.token_urlsafe(12)}
+        # Own accounts per relay and per load generator: the broker's client id is the user name.
+        pw.update({f"relay-tp{k}": pw["relay"] for k in range(n_relays)})
+        pw.update({f"loadgen-{g}": pw["loadgen"] for g in range(n_gen)})
         with BenchMosquitto(users=pw).start() as mq, RedisServer().start() as rs:
             reg = work / "registry.toml"
             # one account, zones must be unique: spread over accounts by 999
@@ -81,7 +85,7 @@ def one_run(n_relays: int, per_relay: int, n_devices: int = 1000, n_gen: int = 2
                 total = per_relay * n_relays
                 gens = []
                 for g in range(n_gen):
-                    spec = {"host": "127.0.0.1", "port": mq.port, "username": "loadgen", "password": pw["loadgen"],
+                    spec = {"host": "127.0.0.1", "port": mq.port, "username": f"loadgen-{g}", "password": pw["loadgen"],
                             "devices": [d.id for d in devices[g::n_gen]], "count": total // n_gen, "name": g}
                     path = write_private(work / f"gen{g}.json", json.dumps(spec))
                     gens.append(subprocess.Popen([sys.executable, "-m", "bench.loadgen", str(path)], cwd=ROOT,

@@ -52,7 +52,8 @@ def registry_toml(devices: list[DeviceSpec]) -> str:
 def relay_toml(*, instance: str, mq_port: int, relay_password: str, redis_url: str, registry: Path,
                arc_port: int | None, dispatch_workers: int = 4, backoff_s: float = 0.2,
                attempts: int = 3, timeout_s: float = 2.0, max_xdata_blocks: int | None = 1) -> str:
-    """A relay.toml for loopback (plain MQTT). ``max_xdata_blocks = 1`` suits pysiaalarm."""
+    """A relay.toml for loopback (plain MQTT). ``max_xdata_blocks = 1`` suits pysiaalarm.
+    The relay logs in as ``relay-<instance>`` (its own account, issue 15)."""
     arc = ""
     if arc_port is not None:
         cap = f"max_xdata_blocks = {max_xdata_blocks}\n" if max_xdata_blocks is not None else ""
@@ -64,7 +65,7 @@ dispatch_workers = {dispatch_workers}
 [mqtt]
 host = "127.0.0.1"
 port = {mq_port}
-username = "relay"
+username = "relay-{instance}"
 password = "{relay_password}"
 tls = false
 

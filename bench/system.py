@@ -86,7 +86,7 @@ class System:
 
     def _start(self) -> None:
         st = self._stack
-        self.mq = st.enter_context(Mosquitto(users={"relay": self.relay_password, **self.passwords}).start())
+        self.mq = st.enter_context(Mosquitto(users={"relay": self.relay_password, **{f"relay-r{i}": self.relay_password for i in range(10)}, **self.passwords}).start())
         self.redis_server = st.enter_context(RedisServer().start())
         self.r = redis.Redis.from_url(self.redis_server.url, socket_timeout=5)
         st.callback(self.r.close)

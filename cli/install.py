@@ -158,6 +158,27 @@ def pki_issue_client(name: str, pki_dir: Path, out: Path, renew: bool) -> None:
     click.echo(f"{'issued' if issued.created else 'kept valid'} {issued.cert} (CN={name})")
 
 
+@pki.command("revoke")
+@click.argument("device")
+@_pki_dir
+@click.option("--broker-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="The broker's directory: crl.pem is written there too.")
+def pki_revoke(device: str, pki_dir: Path, broker_dir: Path | None) -> None:
+    """Revoke every client certificate issued to DEVICE (a lost device) and write the CRL.
+
+    The broker config (`lonewatch pki broker-config --crl`) names crl.pem as its crlfile;
+    restart the broker to load it (issue 15).
+    """
+    from installer.revoke import revoke
+    from installer.pki import PkiError
+
+    try:
+        serials, note = revoke(pki_dir, device, broker_dir=broker_dir)
+    except PkiError as exc:
+        _fail(str(exc))
+    click.echo(f"revoked {len(serials)} certificate(s) of {device}; {note}")
+
+
 @pki.command("broker-config")
 @click.option("--broker-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Directory with passwd, acl, ca.crt, server.crt, server.key.")
@@ -168,7 +189,9 @@ def pki_issue_client(name: str, pki_dir: Path, out: Path, renew: bool) -> None:
 @click.option("--data-dir", default="/var/lib/mosquitto", show_default=True, help="Persistence directory.")
 @click.option("--log-file", default="/var/log/mosquitto/mosquitto.log", show_default=True)
 @click.option("--pid-file", default="/run/mosquitto/mosquitto.pid", show_default=True)
-def pki_broker_config(broker_dir: Path, auth: str, port: int, bind: str, data_dir: str, log_file: str, pid_file: str) -> None:
+@click.option("--crl", is_flag=True, help="Name <broker-dir>/crl.pem as the CRL (after `lonewatch pki revoke`).")
+def pki_broker_config(broker_dir: Path, auth: str, port: int, bind: str, data_dir: str, log_file: str, pid_file: str,
+                      crl: bool) -> None:
     """Print the production Mosquitto config (TLS only, project ACL) for these files.
 
     \b
@@ -179,7 +202,7 @@ def pki_broker_config(broker_dir: Path, auth: str, port: int, bind: str, data_di
     from labstack.servers import render_tls_conf
 
     click.echo(render_tls_conf(directory=broker_dir, port=port, bind=bind, auth=auth, data_dir=Path(data_dir),
-                               log_file=Path(log_file), pid_file=Path(pid_file)), nl=False)
+                               log_file=Path(log_file), pid_file=Path(pid_file), crl=crl), nl=False)
 
 
 # --------------------------------------------------------------------------- provision

@@ -31,6 +31,11 @@ class DaemonLoops:
         self.place.on_ack(ack)
         if ack.stage == "received":
             self.observer("ack_arrived", {"id": ack.id})
+            if isinstance(ack.detail.get("next_seq"), int):  # issue 15: our ids were reused
+                log.error("relay: event id %s reused with other content (%s); sequence moved to %s",
+                          ack.id, ack.detail.get("delivered_as") or "not delivered", ack.detail["next_seq"])
+                self.queue.raise_sequence(ack.detail["next_seq"])
+                self.observer("id_conflict", {"id": ack.id, **ack.detail})
             known = self.queue.get(ack.id)
             if self.queue.ack(ack.id):
                 self.observer("ack_received", {"id": ack.id})

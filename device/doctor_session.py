@@ -65,8 +65,10 @@ class RoundTrip:
 
 class TestEventSession:
     """A short MQTT session with the device's own credentials (TLS per device.toml) that
-    sends ``test`` events and waits for their acks. Its client id is ``<device>-doctor-…`` so
-    it never takes over a running daemon's session. Use as a context manager.
+    sends ``test`` events and waits for their acks. It asks for the client id
+    ``<device>-doctor-…``, but the broker binds client ids to user names (issue 15), so it
+    resumes the device's own session (a running daemon is disconnected for the round trip and
+    reconnects by itself). Use as a context manager.
 
     Raises (from :meth:`connect` / :meth:`send_test`): :class:`RoundTripError`.
     """
@@ -120,7 +122,17 @@ class TestEventSession:
         m = self.cfg.mqtt
         where = f"{m.host}:{m.port}"
         try:
-            self.client.connect(m.host, m.port, keepalive=30)
+            # The broker binds the client id to the user name (issue 15), so this session is the
+            # device's own: resume it (clean_start False, same expiry as the daemon's link) so a
+            # running daemon's queued acks and subscription survive; it resends what we took.
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+
+            from .link import SESSION_EXPIRY_S
+
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = SESSION_EXPIRY_S
+            self.client.connect(m.host, m.port, keepalive=30, clean_start=False, properties=props)
         except ssl.SSLCertVerificationError as exc:
             reason = exc.verify_message or str(exc)
             if "not yet valid" in reason or "expired" in reason:

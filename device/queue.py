@@ -270,6 +270,22 @@ class EventQueue(SmsFallbackRecords):
             conn.execute("COMMIT")
             return int(value)
 
+    def raise_sequence(self, at_least: int) -> int:
+        """Move the sequence counter so the next :meth:`next_sequence` is ≥ ``at_least``
+        (never backwards). The relay asks for this when it saw this device's event ids come
+        again with other content — the device's state was lost (issue 15). Returns the
+        counter's value.
+
+        Raises:
+            QueueError: the database failed.
+        """
+        with self._db() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            (value,) = conn.execute("UPDATE counters SET value = MAX(value, ?) WHERE name = 'sequence' "
+                                    "RETURNING value", (int(at_least) - 1,)).fetchone()
+            conn.execute("COMMIT")
+            return int(value)
+
     def put(self, event_id: str, kind: str, payload: bytes, *, priority: int,
             now: float | None = None) -> bool:
         """Store an event durably (committed and fsync-ed when this returns).

@@ -262,6 +262,10 @@ def _issue(pki_dir: Path, out_dir: Path, name: str, cn: str, *, server_hosts: Se
         builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]),
                                         critical=False)
     cert = builder.sign(ca_key, hashes.SHA256())
+    if not server_hosts:  # issue 15: remember client certificates so they can be revoked
+        from .revoke import record_issued
+
+        record_issued(pki_dir, cn, cert.serial_number)
     write_file(key_path, _key_pem(key), secret=True, owner=owner)
     write_file(cert_path, _cert_pem(cert), secret=False, owner=owner)
     _copy_ca(ca_cert, ca_copy, pki_dir)

@@ -170,6 +170,8 @@ def provision(req: ProvisionRequest) -> ProvisionResult:
             notes.append(f"the broker's password file still has a line for {req.device_id}; "
                          "it is not used by certificate logins")
     cfg = _device_config(req, existing, mqtt, out / "device.toml")  # validated before anything is written
+    if req.redis_url:  # issue 15: the registry is checked before anything is written, too
+        _register(req, dry_run=True)
 
     out.mkdir(mode=0o700, parents=True, exist_ok=True)
     files: list[Path] = []
@@ -212,6 +214,10 @@ def _check_request(req: ProvisionRequest) -> None:
         raise ProvisionError(f"device id: {exc.reason}") from None
     if req.device_id in RESERVED_USERS:
         raise ProvisionError(f"{req.device_id!r} is a reserved broker account name; choose another device id")
+    from relay.brokeracl import is_relay_account
+
+    if is_relay_account(req.device_id):  # relay-<instance> accounts are the relays' (issue 15)
+        raise ProvisionError(f"{req.device_id!r} is a relay account name (relay-<instance>); choose another device id")
     if req.auth not in AUTH_MODES:
         raise ProvisionError(f"--auth must be {' or '.join(AUTH_MODES)}, got {req.auth!r}")
     if req.account is not None and not re.fullmatch(ACCOUNT_PATTERN, req.account):
@@ -393,19 +399,25 @@ def ensure_acl(path: Path) -> str:
 # --------------------------------------------------------------------------- registry
 
 
-def _register(req: ProvisionRequest) -> DeviceEntry:
+def _register(req: ProvisionRequest, *, dry_run: bool = False) -> DeviceEntry | None:
     """Add or update the device in the relay registry (:class:`relay.registry.RegistryStore`,
     which validates the whole registry — unknown site, zone already taken — and mirrors the
     device into the pipeline's entry). A worker already in the registry brings their number
-    (the zone) and language; otherwise the device is a stand-alone entry with ``--zone``."""
+    (the zone) and language; otherwise the device is a stand-alone entry with ``--zone``.
+
+    ``dry_run`` (issue 15): check everything, change nothing, return None — provision calls
+    it before it writes any file, so a refusal leaves nothing half-provisioned."""
     from relay.registry import RegistryStore
+    from relay.registry import RegistryDoc
     from relay.store import StoreError
+
+    done = "nothing was written" if dry_run else "the device files are written"
 
     try:
         registry = RegistryStore(Store.from_url(req.redis_url))  # type: ignore[arg-type]
         current = registry.load().to_dict()
     except StoreError as exc:
-        raise ProvisionError(f"relay registry (Redis) unreachable: {exc}; the device files are written, "
+        raise ProvisionError(f"relay registry (Redis) unreachable: {exc}; {done}, "
                              "re-run provision when Redis is back") from None
     except ConfigError as exc:
         raise ProvisionError(f"the stored registry is invalid, fix it first:\n{exc}") from None
@@ -421,13 +433,21 @@ def _register(req: ProvisionRequest) -> DeviceEntry:
     if not known_worker:
         if zone is None:
             raise ProvisionError(f"worker {req.worker!r} is not in the relay registry: give --zone (the Contact ID "
-                                 "zone = worker number) or add the worker first (lonewatch registry); the device "
-                                 "files are written, re-run to register")
+                                 f"zone = worker number) or add the worker first (lonewatch registry); {done}, "
+                                 "re-run to register")
         device["language"] = req.language
 
     def edit(doc: dict[str, Any]) -> None:
         doc["devices"] = [d for d in doc.get("devices", []) if d.get("id") != req.device_id] + [device]
 
+    if dry_run:
+        data = current
+        edit(data)
+        try:
+            RegistryDoc.from_dict(data, "registry")
+        except ConfigError as exc:
+            raise ProvisionError(f"the relay registry refuses the device ({done}):\n{exc}") from None
+        return None
     try:
         registry.change(edit)
         entry = registry.store.device(req.device_id)

@@ -25,11 +25,14 @@ from protocol.errors import LonewatchError
 
 from installer import pki
 from labstack.servers import BrokerTls, Mosquitto, RedisServer, free_port
+from relay.brokeracl import relay_account
 
 __all__ = ["DEFAULT_ACCOUNT", "Lab", "LabError"]
 
 DEFAULT_ACCOUNT = "1234AB"
 TEST_IMAGE = "raspios-lite-test.img.xz"
+#: The lab relay's instance name; its broker account is relay-lab.
+LAB_INSTANCE = "lab"
 
 
 class LabError(LonewatchError, RuntimeError):
@@ -107,7 +110,8 @@ class Lab:
         server = pki.issue_server(pki_dir, broker_real, ["localhost", "127.0.0.1"])
 
         relay_password = secrets.token_urlsafe(18)
-        broker = Mosquitto(users={"relay": relay_password}, workdir=broker_real,
+        # The lab's relay has its own account, relay-<instance> (issue 15: client id = user name).
+        broker = Mosquitto(users={relay_account(LAB_INSTANCE): relay_password}, workdir=broker_real,
                            tls=BrokerTls(server.ca, server.cert, server.key))
         broker._owns_workdir = True  # removed with the broker
         self._stack.enter_context(broker.start())
@@ -132,7 +136,11 @@ class Lab:
             _write_test_image(image)
         self.info = LabInfo(self.dir, link, broker.port, pki_dir, relay_config, redis_server.url,
                             f"127.0.0.1:{arc_port}", self.account, image)
-        (self.dir / "lab.json").write_text(json.dumps(self.info.as_dict(), indent=2) + "\n")
+        # 0600: it holds the Redis URL with the lab's Redis password (issue 15)
+        lab_json = self.dir / "lab.json"
+        lab_json.unlink(missing_ok=True)
+        with os.fdopen(os.open(lab_json, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as fh:
+            fh.write(json.dumps(self.info.as_dict(), indent=2) + "\n")
         self._stack.callback((self.dir / "lab.json").unlink, missing_ok=True)
         return self.info
 
@@ -153,13 +161,13 @@ def _alive(pid_file: Path) -> bool:
 def _relay_toml(port: int, password: str, ca: Path, redis_url: str, arc_port: int) -> str:
     return f"""# written by `lonewatch lab`: the relay of the local installation (TLS like production)
 [relay]
-instance = "lab"
+instance = "{LAB_INSTANCE}"
 dispatch_workers = 2
 
 [mqtt]
 host = "localhost"
 port = {port}
-username = "relay"
+username = "{relay_account(LAB_INSTANCE)}"
 password = "{password}"
 tls = true
 ca_file = "{ca}"
@@ -179,6 +187,8 @@ host = "127.0.0.1"
 port = {arc_port}
 timeout_s = 3.0
 max_xdata_blocks = 1
+# NULL polls: /healthz says "degraded" when the ARC stops answering (issue 15)
+poll_interval_s = 10
 """
 
 

@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 
-from installer.binaries import MissingServerError, find_binary
+from installer.binaries import MissingServerError, find_binary  # noqa: F401  (re-exported)
 from protocol.errors import LonewatchError
+from relay.brokeracl import is_relay_account, render_acl
 from relay.conffiles import CONF_DIR
 
 class ServerStartError(LonewatchError, RuntimeError):
@@ -132,10 +133,11 @@ TLS_AUTH_MODES = ("password", "certificate")
 
 def render_tls_conf(*, directory: Path, port: int = 8883, bind: str = "", auth: str = "password",
                     data_dir: Path | None = None, log_file: Path | None = None,
-                    pid_file: Path | None = None) -> str:
+                    pid_file: Path | None = None, crl: bool = False) -> str:
     """The production broker config (``conf/mosquitto-tls.conf``) for files in ``directory``
     (passwd, acl, ca.crt, server.crt, server.key). ``bind`` "" listens on every interface;
-    ``data_dir``/``log_file``/``pid_file`` default to ``directory``.
+    ``data_dir``/``log_file``/``pid_file`` default to ``directory``; ``crl`` names
+    ``directory/crl.pem`` as the broker's ``crlfile`` (revoked certificates, issue 15).
 
     Raises:
         ValueError: unknown ``auth`` (see :data:`TLS_AUTH_MODES`).
@@ -147,6 +149,7 @@ def render_tls_conf(*, directory: Path, port: int = 8883, bind: str = "", auth: 
         port=port, bind=bind, dir=directory, data_dir=data_dir or directory,
         log_file=log_file or directory / "mosquitto.log", pid_file=pid_file or directory / "mosquitto.pid",
         require_certificate=cert, use_identity_as_username=cert,
+        crl_line=f"crlfile {directory}/crl.pem" if crl else "# crlfile (none yet)",
     ).replace(f"listener {port} \n", f"listener {port}\n")
 
 
@@ -180,8 +183,9 @@ class Mosquitto(_Server):
     ``tls`` from the production config ``conf/mosquitto-tls.conf`` (TLS listener only).
 
     ``users`` maps username → password (written hashed with ``mosquitto_passwd``; the file is
-    mode 0600). The relay's account must be called ``relay`` (the ACL names it); device
-    accounts are named after the device id.
+    mode 0600). Relay accounts are ``relay`` or ``relay-<instance>`` (the ACL gets a relay
+    block for each, :func:`relay.brokeracl.render_acl`); device accounts are named after the
+    device id. The broker sets each client's id to its user name (issue 15).
     """
 
     users: dict[str, str] = field(default_factory=dict)
@@ -200,7 +204,9 @@ class Mosquitto(_Server):
         os.chmod(self.workdir, 0o755)
         self.port = self.port or free_port()
         self.write_passwords()
-        shutil.copyfile(CONF_DIR / "acl", self.workdir / "acl")
+        # One relay block per relay account among the users (issue 15: each instance its own).
+        accounts = [u for u in self.users if is_relay_account(u)] or ["relay"]
+        (self.workdir / "acl").write_text(render_acl(accounts))
         own = [self.workdir, self.workdir / "passwd", self.workdir / "acl"]
         if self.tls is None:
             conf = Template((CONF_DIR / "mosquitto.conf").read_text()).substitute(
@@ -208,7 +214,8 @@ class Mosquitto(_Server):
             )
         else:
             own += self.tls.install(self.workdir)
-            conf = render_tls_conf(directory=self.workdir, port=self.port, bind=self.bind, auth=self.tls.auth)
+            conf = render_tls_conf(directory=self.workdir, port=self.port, bind=self.bind, auth=self.tls.auth,
+                                   crl=(self.workdir / "crl.pem").exists())
         (self.workdir / "mosquitto.conf").write_text(conf)
         _readable_by_service_user(own, "mosquitto")
         self._spawn([binary, "-c", str(self.workdir / "mosquitto.conf")], "mosquitto")
@@ -232,9 +239,30 @@ class Mosquitto(_Server):
 
 @dataclass
 class RedisServer(_Server):
-    """A Redis server from ``conf/redis.conf`` (AOF on, fsync always) on a free port."""
+    """A Redis server from ``conf/redis.conf`` (AOF on, fsync always) on a free port, behind
+    the ACL of ``conf/redis-users.acl`` (issue 15): every user has a password (the default
+    user's is ``admin_password``), :attr:`url` logs in as ``lonewatch`` with :attr:`password`
+    (fresh per server, kept across :meth:`restart`). ``admin`` adds the admin commands the fault tests use (SHUTDOWN,
+    SAVE, FLUSHALL, CONFIG …) to that user; ``admin=False`` is exactly the shipped rights."""
 
+    password: str = field(default="", repr=False)
+    admin: bool = True
     log_name = "redis.log"
+
+    def write_acl(self) -> Path:
+        """(Re)write ``users.acl`` (mode 0600) from the shipped template."""
+        import secrets
+
+        self.password = self.password or secrets.token_urlsafe(18)
+        self.admin_password = getattr(self, "admin_password", "") or secrets.token_urlsafe(18)
+        text = Template((CONF_DIR / "redis-users.acl").read_text()).substitute(
+            password=self.password, admin_password=self.admin_password, extra="+@all" if self.admin else "")
+        path = self.workdir / "users.acl"
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        return path
 
     def start(self) -> "RedisServer":
         """Start and wait until it accepts connections.
@@ -249,14 +277,14 @@ class RedisServer(_Server):
             binary, str(CONF_DIR / "redis.conf"),
             "--port", str(self.port), "--bind", "127.0.0.1",
             "--dir", str(self.workdir), "--logfile", str(self.workdir / "redis.log"),
-            "--daemonize", "no",
+            "--daemonize", "no", "--aclfile", str(self.write_acl()),
         ]  # fmt: skip
         self._spawn(argv, "redis")
         return self
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://lonewatch:{self.password}@127.0.0.1:{self.port}/0"
 
     def restart(self) -> None:
         """Stop and start again on the same port and data directory (AOF is replayed)."""

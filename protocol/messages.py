@@ -18,6 +18,7 @@ from typing import Any, Final, Literal, Union
 
 from .beacons import normalize_beacon_id
 from .errors import ValidationError
+from .eventdata import check_event_data
 from .topics import check_device_id, parse_topic
 
 WIRE_VERSION: Final = 1
@@ -345,19 +346,8 @@ def _event(r: _Reader) -> Event:
     origin = r.string("origin", choices=frozenset(ORIGINS)) if "origin" in r.obj else "device"
     kind = r.string("kind", choices=EVENT_KINDS if origin == "device" else EVENT_KINDS | RELAY_KINDS)
     data = r.mapping("data")
-    if origin == "relay":
-        pass  # relay-raised: data is the relay's own bookkeeping (deadline, last heard …)
-    elif kind == "checkin_start":
-        _Reader(data, frozenset({"duration_s"}), "data.").number("duration_s", CHECKIN_MIN_S, 86400, integer=True)
-    elif kind == "readiness" and not isinstance(data.get("ready"), bool):
-        raise ValidationError("data.ready", "must be true or false")
-    elif kind == "unprotected":
-        span = _Reader(data, frozenset({"since", "until", "span_s"}), "data.")
-        span.number("since", 0, 1e11), span.number("until", 0, 1e11), span.number("span_s", 0, 1e9)
-    elif kind == "cancel":
-        cancels = data.get("cancels")
-        if not isinstance(cancels, str) or not cancels.startswith(device + ":"):
-            raise ValidationError("data.cancels", "must be the id of an alarm of this device")
+    if origin == "device":  # relay-raised: data is the relay's own bookkeeping (deadline, last heard …)
+        check_event_data(kind, device, data)  # per-kind schema, protocol/eventdata.py (issue 15)
     return Event(
         device=device,
         seq=r.number("seq", 1, 2**53, integer=True),

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from .arc import ArcClient
 from .config import RelayConfig
 from .escalation import Escalation, EscalationSettings
+from .fairshare import RateLimiter
 from .receiver_caps import ReceiverCaps
 from .redis_connect import connect_store
 from .registry import RegistryStore, import_registry_file
@@ -104,6 +105,9 @@ def build_service(
         session_expiry_s=m.session_expiry_s,
     )  # fmt: skip
     service.dispatcher.escalation = build_escalation(cfg, store)  # started/stopped with the dispatcher
+    # Fair shares (issue 15, relay/fairshare.py)
+    service.pipeline.limiter = RateLimiter(cfg.relay.routine_per_minute, cfg.relay.routine_burst)
+    service.dispatcher.test_period_s = cfg.relay.test_signal_period_s
     add_operations(service, cfg, arc, on_raised=on_raised)
     return service
 

@@ -61,6 +61,11 @@ class RelaySection:
     dispatch_workers: int = 4
     reclaim_idle_s: float = 30.0
     log_format: str = "text"
+    #: Fair shares (issue 15, relay/fairshare.py): routine events per device per minute and
+    #: burst at ingest; one test signal per device per this period to the ARC (0 = no gate).
+    routine_per_minute: float = 60.0
+    routine_burst: int = 30
+    test_signal_period_s: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -305,6 +310,9 @@ def _build(source: ConfigSource) -> RelayConfig:
                                    min=1, max=256),
         reclaim_idle_s=t.number("reclaim_idle_s", RelaySection.reclaim_idle_s, min=0.5, max=3600),
         log_format=t.string("log_format", RelaySection.log_format, choices=("text", "json")),
+        routine_per_minute=t.number("routine_per_minute", RelaySection.routine_per_minute, min=0.1, max=1e6),
+        routine_burst=t.integer("routine_burst", RelaySection.routine_burst, min=1, max=1_000_000),
+        test_signal_period_s=t.number("test_signal_period_s", RelaySection.test_signal_period_s, min=0, max=86400),
     )
 
     t = root.table("mqtt")

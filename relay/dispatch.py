@@ -23,6 +23,8 @@ from protocol.sia import ContactId, contact_id_for
 
 from .arc import ArcAlarm, ArcClient, ArcError, ArcRejectedError, ArcResult
 from .arc_policy import INFORMATIONAL_KINDS, ArcFaults
+from .fairshare import TEST_SIGNAL_PERIOD_S, arc_test_coalesced
+from .lease import RelayLease, take_over
 from .places import with_place
 from .store import ARC_TERMINAL, DeviceEntry, Store, StoreError
 
@@ -108,6 +110,8 @@ class Dispatcher:
         self.workers, self.on_result = workers, on_result
         self.retry_s, self.reclaim_idle_s = retry_s, reclaim_idle_s
         self.escalation = escalation
+        #: At most one test signal per device per this many seconds to the ARC (issue 15).
+        self.test_period_s = TEST_SIGNAL_PERIOD_S
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._inflight: dict[str, tuple[str, str]] = {}  # job id → (event id, consumer)
@@ -116,6 +120,11 @@ class Dispatcher:
     def start(self) -> None:
         """Create the consumer group and start the worker threads."""
         self.store.ensure_group()
+        # --- issue 15 takeover: a lease in Redis (relay/lease.py); resume own jobs first
+        self.lease = RelayLease(self.store, self.name)
+        self.lease.start()
+        self._resumed = take_over(self.store, f"{self.name}-0", self.name, resume=True)  # before any worker runs
+        # --- end issue 15
         if self.escalation is not None:
             self.escalation.start()
         for i in range(self.workers):
@@ -145,20 +154,28 @@ class Dispatcher:
         for t in self._threads:
             t.join(timeout_s)
         self._threads.clear()
+        if getattr(self, "lease", None) is not None:  # issue 15: others take over at once
+            self.lease.stop()
         if self.escalation is not None:
             self.escalation.stop(timeout_s)
 
     def _run(self, consumer: str) -> None:
-        last_reclaim = 0.0
+        last_reclaim = last_takeover = 0.0
+        jobs: list[tuple[str, str]] = []
+        if consumer.endswith("-0"):  # issue 15: this relay's jobs from before a restart
+            jobs, self._resumed = list(getattr(self, "_resumed", [])), []
         while not self._stop.is_set():
             try:
-                jobs: list[tuple[str, str]] = []
-                if time.monotonic() - last_reclaim > self.reclaim_idle_s / 2:
+                if not jobs and time.monotonic() - last_takeover > self.TAKEOVER_EVERY_S:  # issue 15 (relay/lease.py)
+                    jobs = take_over(self.store, consumer, self.name)
+                    last_takeover = time.monotonic()
+                if not jobs and time.monotonic() - last_reclaim > self.reclaim_idle_s / 2:
                     jobs = self.store.reclaim_jobs(consumer, int(self.reclaim_idle_s * 1000))
                     last_reclaim = time.monotonic()
                 jobs = jobs or self.store.next_jobs(consumer, block_ms=500, count=1)
                 for job_id, event_id in jobs:
                     self.run_job(job_id, event_id, consumer)
+                jobs = []
             except StoreError as exc:
                 log.error("dispatch %s: redis unavailable (%s); retrying", consumer, exc)
                 self._stop.wait(1.0)
@@ -207,6 +224,14 @@ class Dispatcher:
         entry = self.store.device(event.device)
         alarm = arc_alarm_of(event, entry, partition=self.partition, fmt=self.fmt) if entry and to_arc else None
         alarm = with_place(alarm, self.store, event)  # issue 12: building/floor/room from the beacon
+        # --- issue 15 fair shares: one test signal per device per period (relay/fairshare.py)
+        merged = arc_test_coalesced(self.store, event, self.test_period_s) if alarm and self.arc else None
+        if merged is not None:
+            self.store.mark_event(event_id, arc="coalesced", coalesced_into=merged["coalesced_into"])
+            self._ack_device(event, Ack(id=event.id, stage="arc", ts=time.time(), detail=merged))
+            finish()
+            return
+        # --- end issue 15
         if alarm is None or self.arc is None:
             self.store.mark_event(event_id, arc="not_sent" if alarm is None and to_arc else "no_arc")
             if alarm is not None:
@@ -220,6 +245,9 @@ class Dispatcher:
             return  # stopped while retrying: the job stays pending, its place in the order too
         finish()
 
+    #: How often each worker looks for jobs of relays whose lease expired, seconds (issue 15).
+    TAKEOVER_EVERY_S = 1.0
+
     #: Longest wait for an older event of the same device before sending anyway, seconds:
     #: order matters (alarm before cancel/restore), but never more than getting help.
     ORDER_WAIT_S = 15.0
@@ -231,7 +259,7 @@ class Dispatcher:
         dropped from the order list."""
         deadline = time.monotonic() + (self.ORDER_WAIT_S if wait_s is None else wait_s)
         while not self._stop.is_set():
-            head = self.store.order_head(event.device)
+            head = self.store.order_head(event.device, event.kind)  # urgent/routine order (issue 15)
             if head is None or head == event.id:
                 return
             rec = self.store.event(head)

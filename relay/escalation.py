@@ -53,13 +53,17 @@ ESCALATING_KINDS: Final = frozenset(ALARM_KINDS | {"lost_contact"})
 def escalation_action(event: Event) -> str | None:
     """What an event means for escalation: ``"open"`` (an alarm: :data:`ESCALATING_KINDS`),
     ``"cancel"`` (``cancel`` with ``data["cancels"]`` = the alarm's event id), ``"restore"``
-    (``data["restore"]`` true, or ``data["restores"]`` = the alarm's event id), else None."""
-    if event.data.get("restore") or event.data.get("restores"):
-        return "restore"
-    if event.kind == "cancel":
-        return "cancel"
+    (``data["restore"]`` true, or ``data["restores"]`` = the alarm's event id), else None.
+
+    Issue 15: the kind decides first — an alarm kind always opens, whatever its ``data``
+    says — and only relay-raised events (``origin = "relay"``) restore; a device's data never
+    closes anything (``protocol.eventdata`` refuses such fields, this is the second line)."""
     if event.kind in ESCALATING_KINDS:
         return "open"
+    if event.kind == "cancel":
+        return "cancel"
+    if event.origin == "relay" and (event.data.get("restore") or event.data.get("restores")):
+        return "restore"
     return None
 
 

@@ -76,6 +76,9 @@ def health_report(service: Any) -> dict[str, Any]:
             receivers[name] = {"poll": state, "at": st.at, "failures": st.failures, "error": st.error}
             if st.ok is False:
                 degraded.append(f"ARC receiver {name} fails NULL polls")
+        polled = [st for st in lt.status().values() if st.ok is not None]
+        if polled and not any(st.ok for st in polled):  # issue 15: say it plainly
+            degraded.insert(0, "no ARC receiver answered its last poll: alarms cannot reach the ARC")
         arc: dict[str, Any] = {"receivers": receivers}
         if lt.last_test is not None:
             at, ok, detail = lt.last_test
@@ -101,19 +104,49 @@ def health_report(service: Any) -> dict[str, Any]:
     return out
 
 
+class _BoundedHTTPServer(ThreadingHTTPServer):
+    """A threading HTTP server with at most ``max_threads`` requests in progress (issue 15:
+    a scraper or an attacker opening connections cannot make the relay spawn threads without
+    limit); further connections wait in the listen backlog."""
+
+    def __init__(self, address: tuple[str, int], handler: type, max_threads: int) -> None:
+        self._slots = threading.BoundedSemaphore(max_threads)
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self._slots.acquire()
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
 class HealthServer:
     """``/healthz`` and ``/metrics`` on ``host:port`` (port 0 = a free one, see :attr:`port`).
 
     Args:
         report: ``() -> dict`` (usually ``lambda: health_report(service)``).
         metrics: ``() -> bytes`` Prometheus exposition, or None (then ``/metrics`` is 404).
+        max_threads: requests served at once (issue 15: bounded).
+        timeout_s: a connection that sends nothing (or too slowly) is closed after this many
+            seconds.
     """
 
     def __init__(self, host: str, port: int, report: Callable[[], dict[str, Any]],
-                 metrics: Callable[[], bytes] | None = None) -> None:  # fmt: skip
+                 metrics: Callable[[], bytes] | None = None, *, max_threads: int = 8,
+                 timeout_s: float = 5.0) -> None:  # fmt: skip
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = timeout_s  # socket timeout per connection (StreamRequestHandler)
+
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
                 path = self.path.split("?", 1)[0]
                 if path in ("/healthz", "/health"):
@@ -136,7 +169,7 @@ class HealthServer:
                 log.debug("health endpoint: " + format, *args)
 
         self.report, self.metrics = report, metrics
-        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.server = _BoundedHTTPServer((host, port), Handler, max_threads)
         self.server.daemon_threads = True
         self.host, self.port = host, self.server.server_address[1]
         self._thread: threading.Thread | None = None

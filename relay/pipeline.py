@@ -17,9 +17,15 @@ from dataclasses import dataclass
 from typing import Literal
 
 from protocol.errors import ValidationError
-from protocol.messages import Ack, Alive, Event, Status, decode_for_topic
+from protocol.eventdata import salvage_alarm
+from protocol.messages import Ack, Alive, Event, Status, decode_for_topic, encode
 from protocol.topics import parse_topic
 
+from .clockcheck import flag_clock
+from .conflicts import conflicting, note_sequence, resolve_conflict
+from .fairshare import RateLimiter
+from .faults import RATE_LIMIT, record_fault
+from .references import note_reference, reference_problem
 from .retention import strip_location_off_shift
 from .store import Store
 
@@ -63,6 +69,8 @@ class Pipeline:
         #: Issue 12: optional ``(Event) -> dict`` for the ``received`` ack's detail (the
         #: readiness round trip: the ARC link state on a ``shift_start``, :mod:`relay.readiness`).
         self.received_detail: Callable[[Event], dict] | None = None
+        #: Per-device rate limit for routine kinds (relay/fairshare.py); None = no limit.
+        self.limiter: RateLimiter | None = None
         #: device id → (registry entry, expiry on the monotonic clock), for alive messages only.
         self._known: dict[str, tuple[object, float]] = {}
 
@@ -126,12 +134,22 @@ class Pipeline:
             relay.store.StoreDataError: Redis refused the data; the caller dead-letters the
                 message (retrying would block every message behind it).
         """
+        if self.limiter is not None and topic.endswith("/event"):  # issue 15: flood fast path
+            dev = topic.split("/")[1] if topic.count("/") == 2 else ""
+            if dev and self.limiter.fast_reject(dev, payload):
+                return self._coalesce(dev, "an event")
         try:
             msg = decode_for_topic(topic, payload)
         except ValidationError as exc:
-            return self._dead_letter(topic, payload, f"invalid: {exc}")
+            salvaged = salvage_alarm(topic, payload, exc)  # issue 15: an alarm stays an alarm
+            if salvaged is None:
+                return self._dead_letter(topic, payload, f"invalid: {exc}")
+            self._dead_letter(topic, payload, f"invalid: {exc} (the alarm itself was delivered, without its data)")
+            msg, payload = salvaged, encode(salvaged)
         if isinstance(msg, Ack):
             return self._dead_letter(topic, payload, "invalid: ack messages are relay → device only")
+        if isinstance(msg, Event) and self.limiter is not None and not self.limiter.allow(msg):
+            return self._coalesce(msg.device, msg.id)  # issue 15: a routine flood costs one decode per message
         if self.store.device(msg.device) is None:
             return self._dead_letter(topic, payload, f"unknown device {msg.device!r}: not in the registry")
 
@@ -144,8 +162,17 @@ class Pipeline:
             self.counts["status"] += 1
             return Handled("status")
 
+        problem = reference_problem(self.store, msg)  # issue 15: cancels only own open alarms
+        if problem is not None:
+            return self._dead_letter(topic, payload, problem)
         msg, payload = strip_location_off_shift(self.store, msg, payload)  # issue 13: only on shift or with an alarm
         is_new = self.store.store_event(msg, payload)
+        if is_new:
+            note_reference(self.store, msg)
+            note_sequence(self.store, msg)
+            flag_clock(self.store, msg)  # issue 15: far-off device clock → kept, flagged
+        elif (stored := conflicting(self.store, msg)) is not None:  # issue 15: same id, other content
+            return self._conflict(topic, payload, msg, stored)
         # Ack only now that Redis has it; a resend is acked again (the first ack may be lost).
         self.publish_ack(msg.device, Ack(id=msg.id, stage="received", ts=time.time(), detail=self._received_detail(msg)))
         if not is_new:
@@ -166,6 +193,29 @@ class Pipeline:
         except Exception:  # the ack goes out whatever the hook does
             log.exception("received-ack detail hook failed for %s", event.id)
             return {}
+    def _coalesce(self, device: str, what: str) -> Handled:
+        """A routine event over its device's rate limit: not stored, not acked (the device
+        keeps it and resends later), counted; one fault per device now and then."""
+        self.counts["coalesced"] += 1
+        reason = f"rate limit: routine events of {device} over its share; {what} not taken (the device resends it)"
+        if self.limiter is not None and self.limiter.fault_due(device):
+            record_fault(self.store, device, RATE_LIMIT,
+                         f"device {device} sends routine events faster than its share "
+                         f"({self.limiter.coalesced.get(device, 0)} coalesced so far): check it")
+        return Handled("dead_letter", reason=reason)
+
+    def _conflict(self, topic: str, payload: bytes, msg: Event, stored: Event) -> Handled:
+        """An event id came again with other content (relay/conflicts.py): fault, derived
+        alarm, dead letter of the copy, and the device told in its ``received`` ack."""
+        derived, ack, reason = resolve_conflict(self.store, msg, stored)
+        self._dead_letter(topic, payload, reason)
+        self.publish_ack(msg.device, ack)
+        self.counts["conflict"] += 1
+        if derived is None:
+            return Handled("dead_letter", reason=reason)
+        if self.on_stored is not None:
+            self.on_stored(derived, True)
+        return Handled("stored", event=derived, reason=reason)
 
     def _dead_letter(self, topic: str, payload: bytes, reason: str) -> Handled:
         device = "?"

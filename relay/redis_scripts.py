@@ -19,7 +19,8 @@ field               meaning
 ``lost_idx``        ``1`` when the index holds a ``lost:<device>`` member (≤ the true deadline)
 ``checkin_state``   ``armed`` / ``raised`` (relay raised) / ``device`` (device raised) / ``done``
 ``checkin_due``     relay-side check-in deadline; ``checkin_event``, ``checkin_raised``
-``device_missed_ts``  device clock of the last device-side ``missed_checkin``
+``device_missed_seq``  sequence of the last device-side ``missed_checkin`` (issue 15: the
+                    device's order, never its clock, decides)
 ``rseq``            counter of relay-raised event ids ``<device>:r<n>``
 ``p_interval`` …    per-device policy overrides (``p_missed``, ``p_grace``, ``p_mode``)
 ==================  ===========================================================================
@@ -106,7 +107,7 @@ end
 STORE_EVENT: Final = _LIB + r"""
 -- KEYS: event hash, state hash, sup hash, unqueued set
 -- ARGV: json, now, event id, device, kind, event prefix, interval, missed, grace, mode,
---       checkin grace, event ts (device clock), check-in duration, ttl, [position field, value …]
+--       checkin grace, event seq (0 for derived ids), check-in duration, ttl, [position field, value …]
 local now, dev, kind, prefix, ttl = tonumber(ARGV[2]), ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[14])
 local limit, mode = policy(KEYS[3], ARGV[7], ARGV[8], ARGV[9], ARGV[10])
 local out = {}
@@ -136,11 +137,13 @@ elseif kind == 'shift_end' then
   redis.call('HSET', KEYS[3], 'on_shift', '0')
   redis.call('HDEL', KEYS[2], unpack(LOCATION_LIST))  -- off shift: forget where the worker was
 elseif kind == 'checkin_start' then
-  local last_missed = tonumber(redis.call('HGET', KEYS[3], 'device_missed_ts'))
-  local ts = tonumber(ARGV[12])
+  local last_missed = tonumber(redis.call('HGET', KEYS[3], 'device_missed_seq'))
+  local seq = tonumber(ARGV[12])
   -- A check-in the device already reported missed (its alarm overtook this event in the
-  -- device's queue) is not armed again: the ARC must not get a second 102.
-  if not (last_missed and last_missed >= ts) then
+  -- device's queue: a later sequence) is not armed again: the ARC must not get a second 102.
+  -- Sequences, not device timestamps: a device clock a year ahead must not switch
+  -- supervision off (issue 15).
+  if not (last_missed and seq > 0 and last_missed > seq) then
     local due = now + tonumber(ARGV[13]) + tonumber(ARGV[11])
     redis.call('HSET', KEYS[3], 'checkin_state', 'armed', 'checkin_event', ARGV[3], 'checkin_due', fmt(due))
     checkin_due = fmt(due)
@@ -148,7 +151,7 @@ elseif kind == 'checkin_start' then
 elseif kind == 'checkin_done' then
   redis.call('HSET', KEYS[3], 'checkin_state', 'done')
 elseif kind == 'missed_checkin' then
-  redis.call('HSET', KEYS[3], 'device_missed_ts', ARGV[12])
+  if tonumber(ARGV[12]) > 0 then redis.call('HSET', KEYS[3], 'device_missed_seq', ARGV[12]) end
   local cs = redis.call('HGET', KEYS[3], 'checkin_state')
   if cs == 'raised' then
     redis.call('HSET', KEYS[1], 'arc', 'suppressed', 'duplicate_of', redis.call('HGET', KEYS[3], 'checkin_raised') or '')

@@ -44,6 +44,8 @@ class DeviceStatus:
     beacon: str = ""
     ready: str = ""
     unprotected_s: float | None = None
+    #: Operator-visible faults (relay/faults.py, issue 15): ``"<kind> ×<count>: <text>"``.
+    faults: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,6 +74,7 @@ def collect(store: Store, devices: Iterable[str] | None = None, *, now: float | 
         relay.store.StoreError: Redis unreachable.
     """
     from .alarms import AlarmStore
+    from .faults import faults as device_faults
 
     now = time.time() if now is None else now
     ids = list(devices) if devices is not None else registered_devices(store)
@@ -104,6 +107,7 @@ def collect(store: Store, devices: Iterable[str] | None = None, *, now: float | 
             firmware=state.get("firmware", ""),
             open_alarms=open_by_device.get(dev, []),
             **_place_and_readiness(store, dev, state),
+            faults=[f"{k} ×{v['count']}: {v['text']}" for k, v in sorted(device_faults(store, dev).items())],
         ))  # fmt: skip
     return rows
 
@@ -142,7 +146,7 @@ def _age(seconds: float | None) -> str:
 
 def render_table(rows: list[DeviceStatus]) -> str:
     """A plain-text table, one line per device, widest cell decides each column."""
-    header = ("DEVICE", "WORKER", "SITE", "LAST SEEN", "LINK", "SHIFT", "BATTERY", "SIGNAL", "OPEN ALARMS", "PLACE", "READY")
+    header = ("DEVICE", "WORKER", "SITE", "LAST SEEN", "LINK", "SHIFT", "BATTERY", "SIGNAL", "OPEN ALARMS", "PLACE", "READY", "FAULTS")
     lines = [header]
     for r in rows:
         shift = "-" if r.on_shift is None else ("on" if r.on_shift else "off")
@@ -154,6 +158,7 @@ def render_table(rows: list[DeviceStatus]) -> str:
             "-" if r.signal_dbm is None else f"{r.signal_dbm} dBm",
             f"{len(r.open_alarms)}: {alarms}" if r.open_alarms else "-",
             r.place or "-", (r.ready or "-") + (f", unprotected {r.unprotected_s:.0f} s" if r.unprotected_s else ""),
+            "; ".join(r.faults) if r.faults else "-",
         ))  # fmt: skip
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines) + "\n"

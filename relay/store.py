@@ -56,6 +56,7 @@ from protocol.errors import LonewatchError
 from protocol.messages import Alive, Event, Status, decode, encode
 
 from . import redis_scripts as lua
+from .fairshare import ROUTINE_JOB, ROUTINE_STREAM, is_urgent
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,8 @@ INDEX: Final = PREFIX + "deadlines"
 #: How long an event id is remembered for deduplication, in seconds (30 days).
 EVENT_TTL_S: Final = 30 * 24 * 3600
 #: ``arc`` states of an event record after which no dispatcher sends it again.
-ARC_TERMINAL: Final = ("acked", "rejected", "not_sent", "no_arc", "suppressed", "code_refused", "closed_undelivered")
+ARC_TERMINAL: Final = ("acked", "rejected", "not_sent", "no_arc", "suppressed", "code_refused", "closed_undelivered",
+                       "coalesced")
 #: How long a sweeper owns a claimed index member, seconds (a sweeper that dies mid-way
 #: delays that device's deadline by at most this).
 SWEEP_LEASE_S: Final = 5.0
@@ -271,7 +273,8 @@ class Store:
         duration = event.data.get("duration_s", 0) if event.kind == "checkin_start" else 0
         keys = [event_key(event.id), device_key(dev, "state"), device_key(dev, "sup"), device_key(dev, "unqueued")]
         args = [payload, f"{now:.3f}", event.id, dev, event.kind, device_key(dev, "event:"), *self._policy_args(),
-                pol.checkin_grace_s, f"{event.ts:.3f}", duration, EVENT_TTL_S]  # fmt: skip
+                pol.checkin_grace_s, event.seq if event.seq < 2**52 else 0, duration, EVENT_TTL_S]  # fmt: skip
+        # ^ the device's order (seq; derived ids of relay/conflicts.py are 0), never its clock (issue 15)
         if event.position is not None:
             p = event.position
             args += ["lat", p.lat, "lon", p.lon, "accuracy_m", "" if p.accuracy_m is None else p.accuracy_m, "fixed_at", p.fixed_at]
@@ -316,9 +319,12 @@ class Store:
         pipe = self.r.pipeline(transaction=not cluster)
         for eid, kind, js, dispatch in items:
             pipe.xadd(EVENTS, {"id": eid, "device": device, "kind": kind, "json": js}, maxlen=self.event_log_maxlen, approximate=True)
-            if dispatch:
+            if dispatch and is_urgent(kind):  # issue 15: alarms first (relay/fairshare.py)
                 pipe.rpush(device_key(device, "order"), eid)  # per-device dispatch order
                 pipe.xadd(DISPATCH, {"id": eid})
+            elif dispatch:
+                pipe.rpush(device_key(device, "rorder"), eid)  # routine events: their own order
+                pipe.xadd(ROUTINE_STREAM, {"id": eid})
         if index:
             pipe.zadd(INDEX, index)
         mark = {"keys": [device_key(device, "unqueued")], "args": [device_key(device, "event:"), *(i[0] for i in items)]}
@@ -332,16 +338,22 @@ class Store:
 
     # --- per-device dispatch order ------------------------------------------------------
 
-    def order_head(self, device_id: str) -> str | None:
+    def order_head(self, device_id: str, kind: str | None = None) -> str | None:
         """The oldest event of this device still waiting to be dispatched, or None.
         ``lw:{<device>}:order`` is a list filled in storing order (SPEC §3: an ARC must see
-        an alarm before its cancel or restore)."""
-        head = self._call(self.r.lindex, device_key(device_id, "order"), 0)
+        an alarm before its cancel or restore). Issue 15: urgent kinds (relay/fairshare.py)
+        and routine kinds (``…:rorder``, e.g. low battery before its restore) keep separate
+        orders, so an alarm never waits behind its device's routine events."""
+        which = "order" if kind is None or is_urgent(kind) else "rorder"
+        head = self._call(self.r.lindex, device_key(device_id, which), 0)
         return None if head is None else _s(head)
 
     def leave_order(self, device_id: str, event_id: str) -> None:
         """Remove a dispatched (or finally refused) event from its device's order list."""
-        self._call(self.r.lrem, device_key(device_id, "order"), 0, event_id)
+        pipe = self.r.pipeline(transaction=False)
+        pipe.lrem(device_key(device_id, "order"), 0, event_id)
+        pipe.lrem(device_key(device_id, "rorder"), 0, event_id)
+        self._call(pipe.execute)
 
     def _announce(self, raised: list[tuple[str, str, str]]) -> None:
         for _eid, _kind, js in raised:
@@ -528,18 +540,24 @@ class Store:
         return int(total), int(overdue)
 
     def dispatch_backlog(self) -> dict[str, int]:
-        """Dispatch stream backlog: ``pending`` (taken, not finished) and ``lag`` (not yet
-        taken by any dispatcher; Redis ≥ 7), ``length`` of the stream."""
-        try:
-            groups = self._call(self.r.xinfo_groups, DISPATCH)
-        except StoreDataError:  # no stream yet
-            return {"pending": 0, "lag": 0, "length": 0}
-        g = next((g for g in groups if _s(g.get("name", "")) == GROUP), None)
-        length = int(self._call(self.r.xlen, DISPATCH))
-        if g is None:
-            return {"pending": 0, "lag": length, "length": length}
-        lag = g.get("lag")
-        return {"pending": int(g.get("pending", 0)), "lag": int(lag) if lag is not None else 0, "length": length}
+        """Dispatch backlog over the urgent and the routine stream: ``pending`` (taken, not
+        finished) and ``lag`` (not yet taken by any dispatcher; Redis ≥ 7), ``length``."""
+        out = {"pending": 0, "lag": 0, "length": 0}
+        for stream in (DISPATCH, ROUTINE_STREAM):
+            try:
+                groups = self._call(self.r.xinfo_groups, stream)
+            except StoreDataError:  # no stream yet
+                continue
+            g = next((g for g in groups if _s(g.get("name", "")) == GROUP), None)
+            length = int(self._call(self.r.xlen, stream))
+            out["length"] += length
+            if g is None:
+                out["lag"] += length
+                continue
+            lag = g.get("lag")
+            out["pending"] += int(g.get("pending", 0))
+            out["lag"] += int(lag) if lag is not None else 0
+        return out
 
     # --- dead letters ------------------------------------------------------------------
 
@@ -559,34 +577,55 @@ class Store:
     # --- dispatch jobs (Redis stream consumer group: at-least-once, survives relay crash) ---
 
     def ensure_group(self) -> None:
-        """Create the dispatch consumer group if missing."""
-        try:
-            self.r.xgroup_create(DISPATCH, GROUP, id="0", mkstream=True)
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
+        """Create the dispatch consumer groups (urgent and routine stream) if missing."""
+        for stream in (DISPATCH, ROUTINE_STREAM):
+            try:
+                self.r.xgroup_create(stream, GROUP, id="0", mkstream=True)
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise StoreError(str(exc)) from exc
+            except redis.RedisError as exc:
                 raise StoreError(str(exc)) from exc
-        except redis.RedisError as exc:
-            raise StoreError(str(exc)) from exc
 
     def next_jobs(self, consumer: str, block_ms: int = 1000, count: int = 10) -> list[tuple[str, str]]:
-        """New dispatch jobs for ``consumer`` as ``(job id, event id)`` pairs."""
-        resp = self._call(self.r.xreadgroup, GROUP, consumer, {DISPATCH: ">"}, count=count, block=block_ms)
-        return [(jid.decode(), f[b"id"].decode()) for _, entries in resp or [] for jid, f in entries]
+        """New dispatch jobs for ``consumer`` as ``(job id, event id)`` pairs: urgent ones
+        first (issue 15); routine job ids carry the prefix ``routine/``."""
+        # One stream per read (the two streams are in different cluster slots); while idle,
+        # block on the urgent stream in short slices so an alarm is taken at once.
+        deadline = time.monotonic() + block_ms / 1000
+        while True:
+            for stream in (DISPATCH, ROUTINE_STREAM):
+                resp = self._call(self.r.xreadgroup, GROUP, consumer, {stream: ">"}, count=count)
+                if resp:
+                    return [(_job_id(stream, jid), f[b"id"].decode()) for _, entries in resp for jid, f in entries]
+            left_ms = int((deadline - time.monotonic()) * 1000)
+            if left_ms <= 0:
+                return []
+            resp = self._call(self.r.xreadgroup, GROUP, consumer, {DISPATCH: ">"}, count=count, block=min(left_ms, 100))
+            if resp:
+                return [(_job_id(DISPATCH, jid), f[b"id"].decode()) for _, entries in resp for jid, f in entries]
 
     def reclaim_jobs(self, consumer: str, min_idle_ms: int, count: int = 10) -> list[tuple[str, str]]:
-        """Jobs another (dead) consumer took but did not finish within ``min_idle_ms``."""
-        resp = self._call(self.r.xautoclaim, DISPATCH, GROUP, consumer, min_idle_ms, start_id="0-0", count=count)
-        return [(jid.decode(), f[b"id"].decode()) for jid, f in resp[1] if f]
+        """Jobs another (dead) consumer took but did not finish within ``min_idle_ms``
+        (urgent ones first; routine ids prefixed ``routine/``)."""
+        for stream in (DISPATCH, ROUTINE_STREAM):
+            resp = self._call(self.r.xautoclaim, stream, GROUP, consumer, min_idle_ms, start_id="0-0", count=count)
+            jobs = [(_job_id(stream, jid), f[b"id"].decode()) for jid, f in resp[1] if f]
+            if jobs:
+                return jobs
+        return []
 
     def touch_jobs(self, consumer: str, job_ids: list[str]) -> None:
         """Reset the idle time of jobs this consumer is still working on (XCLAIM JUSTID), so
         no other relay reclaims them while, say, the ARC is being retried."""
-        if job_ids:
-            self._call(self.r.xclaim, DISPATCH, GROUP, consumer, 0, job_ids, justid=True)
+        for stream, ids in _by_stream(job_ids).items():
+            if ids:
+                self._call(self.r.xclaim, stream, GROUP, consumer, 0, ids, justid=True)
 
     def finish_job(self, job_id: str) -> None:
         """Acknowledge a dispatch job (XACK): it is done and will not be redelivered."""
-        self._call(self.r.xack, DISPATCH, GROUP, job_id)
+        ((stream, ids),) = ((s, i) for s, i in _by_stream([job_id]).items() if i)
+        self._call(self.r.xack, stream, GROUP, *ids)
 
     # --- SIA DC-09 sequence numbers ----------------------------------------------------
 
@@ -599,6 +638,21 @@ class Store:
     def ping(self) -> bool:
         """True if Redis answers."""
         return bool(self._call(self.r.ping))
+
+
+def _job_id(stream: Any, jid: Any) -> str:
+    """A dispatcher's job id: the stream entry id, ``routine/``-prefixed for routine jobs."""
+    return (ROUTINE_JOB if _s(stream) == ROUTINE_STREAM else "") + _s(jid)
+
+
+def _by_stream(job_ids: list[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {DISPATCH: [], ROUTINE_STREAM: []}
+    for j in job_ids:
+        if j.startswith(ROUTINE_JOB):
+            out[ROUTINE_STREAM].append(j[len(ROUTINE_JOB):])
+        else:
+            out[DISPATCH].append(j)
+    return out
 
 
 def dumps(obj: Any) -> str:

@@ -17,6 +17,9 @@ from labstack.servers import Mosquitto, RedisServer
 settings.register_profile("lonewatch", derandomize=True, database=None)
 settings.load_profile("lonewatch")
 
+#: Relay instance names the tests use (each gets the broker account relay-<instance>).
+RIG_INSTANCES = ("t1", "a", "b", "c")
+
 
 class Credentials(dict):
     """username → password for the broker fixture; ``relay`` is the relay's account."""
@@ -25,6 +28,10 @@ class Credentials(dict):
 @pytest.fixture
 def broker_users() -> Credentials:
     users = Credentials(relay=secrets.token_urlsafe(12))
+    # Each relay instance logs in with its own account (issue 15); the test relays of
+    # tests/relayrig.py are relay-<instance> and share the ``relay`` password.
+    for inst in RIG_INSTANCES:
+        users[f"relay-{inst}"] = users["relay"]
     for dev in ("lw-0001", "lw-0002", "lw-demo-0001"):
         users[dev] = secrets.token_urlsafe(12)
     return users

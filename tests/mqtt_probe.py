@@ -18,9 +18,10 @@ class Probe:
 
     def __init__(self, port: int, user: str | None, password: str | None = None, *,
                  ca: Path | str | None = None, cert: Path | None = None, key: Path | None = None,
-                 host: str = "localhost") -> None:
+                 host: str = "localhost", client_id: str | None = None) -> None:
         self.host, self.port = host, port
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"probe-{uuid.uuid4().hex[:10]}",
+        self.disconnects: list[object] = []
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"probe-{uuid.uuid4().hex[:10]}",
                                   protocol=mqtt.MQTTv5)
         if user is not None:
             self.client.username_pw_set(user, password)
@@ -35,11 +36,17 @@ class Probe:
         self.client.on_message = self._on_message
         self.client.on_publish = self._on_publish
         self.client.on_subscribe = self._on_subscribe
+        self.client.on_disconnect = self._on_disconnect
 
     # --- callbacks
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         with self._cond:
             self.connack = reason_code
+            self._cond.notify_all()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        with self._cond:
+            self.disconnects.append(reason_code)
             self._cond.notify_all()
 
     def _on_message(self, client, userdata, msg) -> None:

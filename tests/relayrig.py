@@ -38,7 +38,7 @@ def relay_dict(mq_port: int, password: str, redis_url: str, arc_port: int | None
     pysiaalarm-compatible receiver (one extended-data block)."""
     d: dict[str, Any] = {
         "relay": {"instance": instance, "dispatch_workers": 2, "reclaim_idle_s": 2.0},
-        "mqtt": {"host": "127.0.0.1", "port": mq_port, "username": "relay", "password": password, "tls": False},
+        "mqtt": {"host": "127.0.0.1", "port": mq_port, "username": f"relay-{instance}", "password": password, "tls": False},
         "redis": {"url": redis_url},
         "arc": {"attempts_per_receiver": 1, "backoff_s": 0.05, "account": ACCOUNT, "receivers": []},
         "supervision": {"sweep_interval_s": 0.1, **(supervision or {})},
@@ -162,9 +162,12 @@ class ScriptedDevice:
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=device_id, protocol=mqtt.MQTTv5)
         self.client.username_pw_set(device_id, password)
         self.client.on_message = self._on_message
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda *args: subscribed.set()
         self.client.connect("127.0.0.1", port)
         self.client.subscribe(topic(device_id, "ack"), qos=1)
         self.client.loop_start()
+        subscribed.wait(10)  # acks published before the SUBACK would be lost
 
     def _on_message(self, client, userdata, msg) -> None:
         with self._cond:

@@ -276,7 +276,9 @@ def test_cancel_and_restore_tell_the_contacts_already_told(store: Store) -> None
     esc.on_event(lost)
     esc.tick(now=T0 + 200)
     drain(esc)
-    esc.on_event(Event(device="lw-0001", seq=10, kind="lost_contact", ts=T0 + 300, data={"restore": True}))
+    # The relay's supervision restores (origin relay, issue 15: a device's data never does).
+    esc.on_event(Event(device="lw-0001", seq=10, kind="contact_restore", ts=T0 + 300, data={"restores": lost.id},
+                       origin="relay"))
     assert esc.alarms.get(lost.id).state == "restored"  # type: ignore[union-attr]
     drain(esc)
     assert sms_sent(esc)[-1][2].startswith("GENOPRETTET: Mistet forbindelse til enheden – Anna Hansen")

@@ -106,10 +106,9 @@ def test_logs_never_show_the_secrets(mosquitto, redis_server, broker_users, tmp_
     """The relay at debug level, JSON logs, with a broker password, a Redis password and an
     AES key; an encrypted alarm goes through and bad input is dead-lettered: no secret in
     any line, and every line is JSON."""
-    redis_pw = "rEd1s-" + secrets.token_hex(8)
+    redis_pw = redis_server.password  # the fixture's Redis is behind a user + password (issue 15)
     aes_key = secrets.token_hex(8).upper()  # 16 characters: AES-128, pysiaalarm-style
-    redis.Redis(port=redis_server.port).config_set("requirepass", redis_pw)
-    url = f"redis://:{redis_pw}@127.0.0.1:{redis_server.port}/0"
+    url = redis_server.url
     register(url, (DEV, 17))
     arc_port = free_port()
     events: list[dict] = []

@@ -181,10 +181,10 @@ def test_provision_rejects_bad_input_without_writing(broker, tmp_path, change, m
     assert (broker.workdir / "passwd").read_text() == passwd
 
 
-def test_provision_without_zone_for_an_unknown_worker_writes_files_but_says_how_to_register(broker, tmp_path, redis_server):
-    with pytest.raises(ProvisionError, match="--zone"):
+def test_provision_without_zone_for_an_unknown_worker_writes_nothing_and_says_how_to_register(broker, tmp_path, redis_server):
+    with pytest.raises(ProvisionError, match="--zone.*nothing was written"):
         provision(_request(broker, tmp_path, redis_server.url, zone=None))
-    assert (tmp_path / "lw-0042" / "device.toml").exists()
+    assert not (tmp_path / "lw-0042" / "device.toml").exists()  # issue 15: checked first
     assert Store.from_url(redis_server.url).device("lw-0042") is None
     provision(_request(broker, tmp_path, redis_server.url))  # the re-run registers it
     assert Store.from_url(redis_server.url).device("lw-0042").zone == 42
@@ -196,13 +196,17 @@ def test_provision_refuses_a_zone_taken_in_the_account(broker, tmp_path, redis_s
         provision(_request(broker, tmp_path, redis_server.url, device_id="lw-0043", worker="Bo Berg",
                            out_dir=tmp_path / "lw-0043"))
     assert Store.from_url(redis_server.url).device("lw-0043") is None
+    # Issue 15: checked before anything was written — no half-provisioned device.
+    assert not (tmp_path / "lw-0043").exists()
+    assert "lw-0043" not in (Path(broker.workdir) / "passwd").read_text()
 
 
 def test_provision_says_so_when_redis_is_down(broker, tmp_path):
-    with pytest.raises(ProvisionError, match="unreachable"):
+    with pytest.raises(ProvisionError, match="unreachable.*nothing was written"):
         provision(_request(broker, tmp_path, "redis://127.0.0.1:1/0"))
-    assert (tmp_path / "lw-0042" / "device.toml").exists()
-    assert _login(broker, tmp_path / "lw-0042") == "Success"  # the broker was reloaded all the same
+    # Issue 15: the registry is checked first, so nothing changed anywhere.
+    assert not (tmp_path / "lw-0042" / "device.toml").exists()
+    assert "lw-0042" not in (Path(broker.workdir) / "passwd").read_text()
 
 
 def test_certificate_mode_issues_a_client_certificate(broker, tmp_path, ca_dir):

@@ -18,6 +18,7 @@ from labstack.demo.stack import LocalArc
 from relay.dispatch import contact_id_of
 from labstack.servers import free_port
 from relay.store import DISPATCH, DeviceEntry, Store, StoreError, SupervisionPolicy, device_key, event_key
+from relay.fairshare import ROUTINE_STREAM
 from relay.supervision import Supervisor
 
 from .relayrig import ScriptedDevice, arc_codes, register, relay_dict, running_relay
@@ -43,7 +44,10 @@ def _ev(kind: str, seq: int, data: dict | None = None, ts: float | None = None) 
 
 
 def _jobs(store: Store) -> list[str]:
-    return [f[b"id"].decode() for _, f in store.r.xrange(DISPATCH)]
+    """Every dispatch job's event id, urgent and routine stream (issue 15), in storing order."""
+    queued = {f[b"id"].decode() for s in (DISPATCH, ROUTINE_STREAM) for _, f in store.r.xrange(s)}
+    logged = [f[b"id"].decode() for _, f in store.r.xrange("lw:events")]
+    return [eid for eid in logged if eid in queued]
 
 
 def _kinds_queued(store: Store) -> list[str]:

@@ -31,6 +31,8 @@ __all__ = [
 ]
 
 DEVICE_ID = "lw-demo-0001"
+#: Relay instances the scenarios start as extra processes (each gets the broker account relay-<instance>).
+DEMO_RELAY_INSTANCES = ("relay-a", "relay-b")
 ACCOUNT = "1234AB"
 ZONE = 17
 WORKER = "Anna Hansen"

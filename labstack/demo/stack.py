@@ -25,6 +25,7 @@ from typing import Any
 from protocol.errors import LonewatchError
 
 from relay.arc import ArcResult
+from relay.brokeracl import relay_account
 from labstack.servers import Mosquitto, RedisServer, free_port
 from labstack.timeline import Timeline
 
@@ -32,6 +33,7 @@ from .config_files import (  # noqa: F401  (re-exported: scenarios and tests imp
     ACCOUNT,
     ARC_NAMES,
     CONTACTS,
+    DEMO_RELAY_INSTANCES,
     DEVICE_ID,
     LAT,
     LON,
@@ -104,6 +106,9 @@ class DemoStack:
         tl, st = self.tl, self._stack
         self.relay_password, self.device_password = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
         users = {"relay": self.relay_password, DEVICE_ID: self.device_password, **self.extra_broker_users}
+        # Issue 15: the broker binds client id = user name, so each extra relay process has its
+        # own account (relay-<instance>); these share the demo relay's password.
+        users.update({relay_account(n): self.relay_password for n in DEMO_RELAY_INSTANCES})
         self.mq = st.enter_context(Mosquitto(users=users).start())
         self.redis = st.enter_context(RedisServer().start())
         tl.add("servers_up", mosquitto_port=self.mq.port, redis_port=self.redis.port)
@@ -289,6 +294,7 @@ class DemoStack:
         text = relay_toml(self.mq.port, self.relay_password, self.redis.url, self.arc, self.workdir / "registry.toml")
         extra = "".join(f"\n{k} = {v!r}" for k, v in relay_keys.items())
         text = text.replace('instance = "demo"', f'instance = "{instance}"{extra}', 1)
+        text = text.replace('username = "relay"', f'username = "{relay_account(instance)}"', 1)  # issue 15
         text = text.replace("[mqtt]\n", "[mqtt]\n" + "".join(f"{k} = {v!r}\n" for k, v in (mqtt_keys or {}).items()), 1)
         path = self.workdir / f"relay-{instance}.toml"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # holds the broker password

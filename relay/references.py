@@ -1,0 +1,72 @@
+"""Relay-side check of an event's references to other events (issue 15 "every event field
+checked"): a ``cancel`` is accepted only for an alarm of the same device that exists in the
+event log and is still open.
+
+``protocol.eventdata`` already refuses references to other devices' events and any
+``restore``/``restores`` field from a device; this module adds what only the relay can know
+(the event log, the alarm state). A refused event is dead-lettered with the reason and not
+acked ``received``: if the alarm is merely not stored *yet* (two relays, the cancel overtook
+its alarm on the other one), the device's resend gets through once it is (SPEC §2: an event
+stays in the device queue until ``received``).
+"""
+
+from __future__ import annotations
+
+from protocol.messages import ALARM_KINDS, Event
+
+from .store import Store, event_key
+
+#: Alarm states (relay/alarms.py) in which an alarm can no longer be cancelled.
+CLOSED_STATES = frozenset({"cancelled", "restored"})
+#: Field of the alarm's event record naming the cancel that closed it.
+CANCELLED_BY = "cancelled_by"
+
+
+def reference_problem(store: Store, event: Event) -> str | None:
+    """Why ``event``'s references are not acceptable, or None if they are (or it has none).
+
+    Only device events are checked (relay-raised ones reference what the relay itself did).
+    A resend of an event already stored is never refused here.
+
+    Raises:
+        relay.store.StoreError: Redis unavailable (the caller keeps the message unacked).
+    """
+    if event.origin != "device" or event.kind != "cancel":
+        return None
+    target = str(event.data.get("cancels", ""))
+    if store.event(event.id) is not None:
+        return None  # a resend: accepted the first time
+    rec = store.event(target)
+    if rec is None:
+        return f"reference: data.cancels names {target!r}, which is not a stored alarm (yet)"
+    alarm, fields = rec
+    if alarm.device != event.device:  # protocol already refuses this; defence in depth
+        return f"reference: data.cancels names {target!r}, an event of another device"
+    if alarm.kind not in ALARM_KINDS:
+        return f"reference: data.cancels names {target!r}, a {alarm.kind!r} event, not an alarm"
+    by = fields.get(CANCELLED_BY)
+    if by and by != event.id:
+        return f"reference: alarm {target!r} was already cancelled by {by}"
+    state = _alarm_state(store, target)
+    if state in CLOSED_STATES:
+        return f"reference: alarm {target!r} is closed ({state})"
+    return None
+
+
+def _alarm_state(store: Store, alarm_id: str) -> str:
+    from .alarms import AlarmStore
+
+    alarm = AlarmStore(store).get(alarm_id)
+    return alarm.state if alarm is not None else ""
+
+
+def note_reference(store: Store, event: Event) -> None:
+    """After ``event`` (a cancel) was stored: mark its alarm as cancelled by it, so a second,
+    different cancel of the same alarm is refused.
+
+    Raises:
+        relay.store.StoreError.
+    """
+    if event.origin == "device" and event.kind == "cancel":
+        target = str(event.data.get("cancels", ""))
+        store._call(store.r.hsetnx, event_key(target), CANCELLED_BY, event.id)
