@@ -128,5 +128,11 @@ def test_master_killed_mid_burst_loses_no_alarm_and_sends_none_twice(ha: HA, mos
     per_zone = Counter(e["zone"] for e in panics)
     assert per_zone == {17: 8, 18: 8}, panics  # each alarm once: none lost, none twice
     assert len({(e["zone"], e["sequence"]) for e in panics}) == 16
+    zone = {DEV: 17, DEV2: 18}
+    recorded = set()
     for ev in sent:
-        assert _retry(lambda: store.event(ev.id))[1]["arc"] == "acked"  # type: ignore[index]
+        fields = _retry(lambda: store.event(ev.id))[1]  # type: ignore[index]
+        assert fields["arc"] == "acked"
+        recorded.add((zone[ev.device], f"{int(fields['arc_seq']):04d}"))
+    # Each alarm reached the ARC under the DC-09 sequence kept on its event (one per event).
+    assert recorded == {(e["zone"], e["sequence"]) for e in panics}
