@@ -189,6 +189,11 @@ class Dispatcher:
         Takes the event's dispatch lease first: a job whose event another live dispatcher
         is sending stays pending (looked at again after ``reclaim_idle_s``)."""
         owner = consumer or self.name
+        with self._inflight_lock:  # a sibling worker of this relay is still on it (issue 14)
+            busy = any(ev == event_id for ev, _ in self._inflight.values())
+        if busy:
+            log.info("dispatch job %s: event %s is in progress in this relay", job_id, event_id)
+            return
         lease = self.store.lease_event(event_id, owner, self.reclaim_idle_s)
         if lease == "done":
             self.store.finish_job(job_id)  # already done (a duplicate job, or a dead relay's)
@@ -313,16 +318,44 @@ class Dispatcher:
                 wait = min(wait * 2, self.RETRY_CAP_S)
                 self._wait_turn(event)  # when the ARC is back, older events of the device first
                 continue
-            self.store.mark_event(
-                event.id, arc="acked", arc_receiver=result.receiver, arc_sequence=result.sequence,
-                arc_latency_ms=round(result.latency_s * 1000, 1), arc_acked_at=f"{time.time():.3f}",
-            )  # fmt: skip
+            if not self._record_ack(event, result):
+                return  # stopped before Redis took the ACK: the job stays pending (see below)
             self._fault(event, None)
             log.info("ARC ACK for %s (%s) from %s in %.0f ms", event.id, event.kind, result.receiver, result.latency_s * 1000)
             self._notify(event, result)
             detail = {"receiver": result.receiver, "latency_ms": round(result.latency_s * 1000, 1)}
             self._ack_device(event, Ack(id=event.id, stage="arc", ts=time.time(), detail=detail))
             return
+
+    #: Wait between two tries to record an ARC ACK while Redis is unavailable, seconds.
+    RECORD_RETRY_S = 0.05
+
+    def _record_ack(self, event: Event, result: ArcResult) -> bool:
+        """Record the ARC ACK on the event (``arc = "acked"``, replicated: ``mark_event``
+        WAITs), retrying every :attr:`RECORD_RETRY_S` while Redis is unavailable — e.g. the
+        master was SIGKILLed between the ACK and the write, or before the write reached a
+        replica (issue 14). Giving up here would leave the job pending and the event
+        un-acked on the promoted replica, and the reclaimed job would send the alarm to
+        the ARC a second time. Meanwhile the heartbeat keeps the job and the event lease
+        ours, and :meth:`run_job` keeps this relay's other workers off the event.
+
+        Returns True once recorded; False if the dispatcher was stopped first (then, and
+        only then — the relay stopping or dying between the ACK and a replica having the
+        outcome — the job is sent again later, with the same DC-09 sequence number, which
+        the receiver discards as a repeat: SIA DC-09, :meth:`relay.store.Store.event_sequence`).
+        """
+        fields: dict[str, str | int | float] = {
+            "arc": "acked", "arc_receiver": result.receiver, "arc_sequence": result.sequence,
+            "arc_latency_ms": round(result.latency_s * 1000, 1), "arc_acked_at": f"{time.time():.3f}",
+        }  # fmt: skip
+        while True:
+            try:
+                self.store.mark_event(event.id, **fields)
+                return True
+            except StoreError as exc:
+                log.error("ARC ACK for %s (%s) not yet recorded: %s; retrying", event.id, event.kind, exc)
+                if self._stop.wait(self.RECORD_RETRY_S):
+                    return False
 
     #: Longest wait between two delivery rounds of an alarm no receiver took, seconds.
     RETRY_CAP_S = 30.0

@@ -389,7 +389,14 @@ class Store:
     def event_sequence(self, event_id: str, account: str) -> int:
         """The DC-09 sequence number of an event, taken from the account's counter once and
         kept on the event, so a resend after a relay crash repeats it (receivers may then
-        discard the duplicate, SPEC §4)."""
+        discard the duplicate, SPEC §4).
+
+        Failover (issue 14): the number is on a replica (``WAIT``) before the first frame
+        goes out, so a promoted replica repeats it. An ARC ACK whose ``mark_event`` fails
+        (master killed before the outcome replicated) is kept and re-recorded by the
+        dispatcher until Redis answers (:meth:`relay.dispatch.Dispatcher._record_ack`); only
+        a relay stopped or dying in that window leaves the job to be sent again — with this
+        same number, which SIA DC-09 receivers discard as a repeat per account/line."""
         key = event_key(event_id)
         got = self._call(self.r.hget, key, "arc_seq")
         if got is None:
