@@ -16,6 +16,7 @@ up in time; the message carries the log tail).
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -36,6 +37,9 @@ class _Node(RedisServer):
     """One Redis node with extra command-line options."""
 
     extra: list[str] = field(default_factory=list)
+    #: The lab's shared secret: every node requires it (``requirepass``) and replicas and
+    #: cluster peers use it (``masterauth``) — services behind passwords, also on loopback.
+    secret: str = ""
 
     def start(self) -> "_Node":
         binary = find_binary("redis-server")
@@ -43,7 +47,12 @@ class _Node(RedisServer):
         self.port = self.port or free_port()
         # Its own copy: Sentinel failovers CONFIG REWRITE the file a node was started with.
         conf = self.workdir / "redis.conf"
-        shutil.copyfile(CONF_DIR / "redis.conf", conf)
+        # The shipped file names the production ACL file (/etc/redis/…); the lab nodes use one
+        # shared password instead, which replicas, cluster peers and Sentinels can present.
+        text = "".join(ln for ln in (CONF_DIR / "redis.conf").read_text().splitlines(keepends=True)
+                       if not ln.startswith("aclfile "))
+        conf.write_text(text + f"requirepass {self.secret}\nmasterauth {self.secret}\n")
+        conf.chmod(0o600)
         argv = [binary, str(conf), "--port", str(self.port), "--bind", "127.0.0.1",
                 "--dir", str(self.workdir), "--logfile", str(self.workdir / "redis.log"), "--daemonize", "no",
                 "--repl-diskless-sync-delay", "0", *self.extra]  # fmt: skip
@@ -52,7 +61,8 @@ class _Node(RedisServer):
 
     def cli(self, *args: str, timeout_s: float = 10.0) -> str:
         """``redis-cli -p <port> <args>``'s output (raises CalledProcessError on failure)."""
-        out = subprocess.run([find_binary("redis-cli"), "-h", "127.0.0.1", "-p", str(self.port), *args],
+        out = subprocess.run([find_binary("redis-cli"), "-h", "127.0.0.1", "-p", str(self.port), "--no-auth-warning",
+                              *(["-a", self.secret] if self.secret else []), *args],
                              capture_output=True, text=True, timeout=timeout_s, check=True)  # fmt: skip
         return out.stdout
 
@@ -75,6 +85,7 @@ class RedisClusterLab:
     def __init__(self) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="lonewatch-cluster-"))
         self.nodes: list[_Node] = []
+        self.secret = secrets.token_urlsafe(16)
 
     def start(self) -> "RedisClusterLab":
         """Start the six nodes, create the cluster, wait until every slot is served."""
@@ -83,10 +94,10 @@ class RedisClusterLab:
             for i in range(6):
                 # The cluster bus port is given explicitly (default port + 10000 may be taken or > 65535).
                 node = _Node(workdir=self.workdir / f"n{i}", extra=["--cluster-enabled", "yes", "--cluster-config-file",
-                             "nodes.conf", "--cluster-node-timeout", "1000", "--cluster-port", str(free_port())])  # fmt: skip
+                             "nodes.conf", "--cluster-node-timeout", "1000", "--cluster-port", str(free_port())], secret=self.secret)  # fmt: skip
                 self.nodes.append(node.start())
             addrs = [f"127.0.0.1:{n.port}" for n in self.nodes]
-            made = subprocess.run([find_binary("redis-cli"), "--cluster", "create", *addrs, "--cluster-replicas", "1", "--cluster-yes"],
+            made = subprocess.run([find_binary("redis-cli"), "--no-auth-warning", "-a", self.secret, "--cluster", "create", *addrs, "--cluster-replicas", "1", "--cluster-yes"],
                                   capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
             if made.returncode != 0:
                 raise ServerStartError(f"redis-cli --cluster create failed: {(made.stdout + made.stderr)[-800:]}")
@@ -100,7 +111,7 @@ class RedisClusterLab:
     @property
     def url(self) -> str:
         """``redis://`` URL of a node that is up (the first live master)."""
-        return f"redis://127.0.0.1:{self.masters()[0].port}/0"
+        return f"redis://:{self.secret}@127.0.0.1:{self.masters()[0].port}/0"
 
     def masters(self) -> list[_Node]:
         """The live nodes that are masters now."""
@@ -160,6 +171,7 @@ class RedisClusterLab:
 class _Sentinel(_Server):
     master_port: int = 0
     master_name: str = "lonewatch"
+    secret: str = ""
     log_name = "sentinel.log"
 
     def start(self) -> "_Sentinel":
@@ -169,6 +181,7 @@ class _Sentinel(_Server):
         conf = self.workdir / "sentinel.conf"  # Sentinel rewrites its config: its own file
         conf.write_text(f"port {self.port}\nbind 127.0.0.1\ndir {self.workdir}\nlogfile {self.workdir / 'sentinel.log'}\n"
                         f"sentinel monitor {self.master_name} 127.0.0.1 {self.master_port} 2\n"
+                        f"sentinel auth-pass {self.master_name} {self.secret}\n"
                         f"sentinel down-after-milliseconds {self.master_name} 1000\n"
                         f"sentinel failover-timeout {self.master_name} 4000\n"
                         f"sentinel parallel-syncs {self.master_name} 2\n")  # fmt: skip
@@ -183,20 +196,22 @@ class SentinelLab:
         self.master_name = master_name
         self.workdir = Path(tempfile.mkdtemp(prefix="lonewatch-sentinel-"))
         self.nodes: list[_Node] = []
+        self.secret = secrets.token_urlsafe(16)
         self.watchers: list[_Sentinel] = []
 
     def start(self) -> "SentinelLab":
         """Start master, replicas and Sentinels; wait until the Sentinels know both replicas."""
         try:
-            master = _Node(workdir=self.workdir / "m").start()
+            master = _Node(workdir=self.workdir / "m", secret=self.secret).start()
             self.nodes.append(master)
             for i in range(2):
-                self.nodes.append(_Node(workdir=self.workdir / f"r{i}", extra=["--replicaof", "127.0.0.1", str(master.port)]).start())
+                self.nodes.append(_Node(workdir=self.workdir / f"r{i}", extra=["--replicaof", "127.0.0.1", str(master.port)],
+                                        secret=self.secret).start())
             _wait(lambda: "connected_slaves:2" in (info := master.cli("info", "replication"))
                   and info.count("state=online") == 2, 20, "replicas")
             for i in range(3):
                 self.watchers.append(_Sentinel(workdir=self.workdir / f"s{i}", master_port=master.port,
-                                               master_name=self.master_name).start())
+                                               master_name=self.master_name, secret=self.secret).start())
             _wait(lambda: all(self._sentinel_sees(s) for s in self.watchers), 30, "sentinels")
         except BaseException:
             self.cleanup()
@@ -208,6 +223,11 @@ class SentinelLab:
                              capture_output=True, text=True, timeout=5).stdout.split()  # fmt: skip
         fields = dict(zip(out[::2], out[1::2]))
         return fields.get("num-slaves") == "2" and fields.get("num-other-sentinels") == "2"
+
+    @property
+    def url(self) -> str:
+        """``[redis] url`` for the relay: the password (and db); the host comes from the Sentinels."""
+        return f"redis://:{self.secret}@localhost/0"
 
     @property
     def sentinels(self) -> tuple[str, ...]:

@@ -41,7 +41,7 @@ class HA:
     def section(self) -> dict[str, Any]:
         if self.kind == "cluster":
             return {"url": self.lab.url, "cluster": True}
-        return {"url": "redis://localhost/0", "sentinels": list(self.lab.sentinels), "master_name": self.lab.master_name}
+        return {"url": self.lab.url, "sentinels": list(self.lab.sentinels), "master_name": self.lab.master_name}
 
     def store(self) -> Store:
         cfg = RelayConfig.from_dict({"relay": {"instance": "x"}, "mqtt": {"password": "p"}, "redis": self.section()})
