@@ -18,7 +18,7 @@ settings.register_profile("lonewatch", derandomize=True, database=None)
 settings.load_profile("lonewatch")
 
 #: Relay instance names the tests use (each gets the broker account relay-<instance>).
-RIG_INSTANCES = ("t1", "a", "b", "c")
+RIG_INSTANCES = ("t1", "t2", "a", "b", "c")
 
 
 class Credentials(dict):
