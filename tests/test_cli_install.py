@@ -84,7 +84,8 @@ def test_lab_runs_until_interrupted_and_refuses_a_second_instance(tmp_path):
         proc.send_signal(signal.SIGINT)
         rest = proc.communicate(timeout=30)[0]
         assert proc.returncode == 0 and "lab stopped" in rest
-        assert not (tmp_path / "lab" / "broker").exists() and (tmp_path / "lab" / "pki" / "ca.key").exists()
+        # the broker directory (device logins) and the CA stay for the next start (issue 15)
+        assert (tmp_path / "lab" / "broker" / "passwd").exists() and (tmp_path / "lab" / "pki" / "ca.key").exists()
     finally:
         if proc.poll() is None:
             proc.kill()
