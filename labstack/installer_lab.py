@@ -27,7 +27,7 @@ from protocol.errors import LonewatchError
 
 from installer import pki
 from labstack import labstate
-from labstack.servers import BrokerTls, Mosquitto, RedisServer, free_port
+from labstack.servers import TLS_AUTH_MODES, BrokerTls, Mosquitto, RedisServer, free_port
 from relay.brokeracl import relay_account
 
 __all__ = ["DEFAULT_ACCOUNT", "Lab", "LabError"]
@@ -55,6 +55,8 @@ class LabInfo:
     arc: str
     account: str
     image: Path
+    #: How devices log in to the broker: ``password`` or ``certificate`` (mutual TLS).
+    auth: str = "password"
 
     def as_dict(self) -> dict[str, str | int]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in self.__dict__.items()}
@@ -63,9 +65,13 @@ class LabInfo:
 class Lab:
     """Start with :meth:`start` (or as a context manager), stop with :meth:`stop`."""
 
-    def __init__(self, directory: Path, *, account: str = DEFAULT_ACCOUNT) -> None:
+    def __init__(self, directory: Path, *, account: str = DEFAULT_ACCOUNT, auth: str | None = None) -> None:
+        """``auth``: the broker's client login, ``password`` or ``certificate`` (mutual TLS,
+        :data:`labstack.servers.TLS_AUTH_MODES`); None = as in the directory's last run, else
+        ``password``. A restart with another mode than recorded raises LabError at start."""
         self.dir = Path(directory).resolve()
         self.account = account.upper()
+        self.auth = auth
         self._stack = ExitStack()
         self.info: LabInfo | None = None
         self.relay = None
@@ -104,9 +110,15 @@ class Lab:
             state = labstate.load_state(self.dir) or {}
         except LonewatchError as exc:
             raise LabError(str(exc)) from exc
-        restarted = bool(state)
-        if restarted:
+        if state:
             self._check_ports(state)
+        auth = self.auth or state.get("auth", "password")
+        if auth not in TLS_AUTH_MODES:
+            raise LabError(f"unknown --auth {auth!r}; choose {' or '.join(TLS_AUTH_MODES)}")
+        if state and state.get("auth", "password") != auth:
+            raise LabError(
+                f"the lab in {self.dir} runs with --auth {state.get('auth', 'password')} and its devices were "
+                f"provisioned for that; start it without --auth, or use another directory for --auth {auth}")
 
         pki_dir = self.dir / "pki"
         pki.init_ca(pki_dir)
@@ -130,7 +142,7 @@ class Lab:
         relay_password = state.get("relay_password") or secrets.token_urlsafe(18)
         # The lab's relay has its own account, relay-<instance> (issue 15: client id = user name).
         broker = Mosquitto(users={relay_account(LAB_INSTANCE): relay_password}, workdir=broker_real,
-                           tls=BrokerTls(server.ca, server.cert, server.key), port=state.get("broker_port", 0),
+                           tls=BrokerTls(server.ca, server.cert, server.key, auth=auth), port=state.get("broker_port", 0),
                            keep_passwords=True)
         self._stack.enter_context(broker.start())
         self._stack.callback(self._keep_passwd, broker_real)
@@ -146,13 +158,16 @@ class Lab:
         labstate.save_state(self.dir, {
             "broker_dir": str(broker_real), "broker_port": broker.port, "relay_password": relay_password,
             "redis_port": redis_server.port, "redis_password": redis_server.password,
-            "redis_admin_password": redis_server.admin_password, "arc_port": arc_port,
+            "redis_admin_password": redis_server.admin_password, "arc_port": arc_port, "auth": auth,
         })  # fmt: skip
         #: The ARC receiver (pysiaalarm); ``arc.events`` are the decoded messages.
         self.arc = self._stack.enter_context(LocalArc(self.account, arc_port))
 
         relay_config = self.dir / "relay.toml"
         text = _relay_toml(broker.port, relay_password, pki_dir / pki.CA_CERT, redis_server.url, arc_port)
+        if auth == "certificate":  # the relay logs in by certificate too, CN = its account
+            relay_cert = pki.issue_client(pki_dir, self.dir / "relay-cert", relay_account(LAB_INSTANCE))
+            text = text.replace("tls = true\n", f'tls = true\ncert_file = "{relay_cert.cert}"\nkey_file = "{relay_cert.key}"\n', 1)
         fd = os.open(relay_config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
@@ -168,7 +183,7 @@ class Lab:
         if not image.exists():
             _write_test_image(image)
         self.info = LabInfo(self.dir, link, broker.port, pki_dir, relay_config, redis_server.url,
-                            f"127.0.0.1:{arc_port}", self.account, image)
+                            f"127.0.0.1:{arc_port}", self.account, image, auth)
         # 0600: it holds the Redis URL with the lab's Redis password (issue 15)
         lab_json = self.dir / "lab.json"
         lab_json.unlink(missing_ok=True)

@@ -7,7 +7,7 @@ with a message naming the directory."""
 from __future__ import annotations
 
 import json
-import os
+import shutil
 import signal
 import socket
 import stat
@@ -25,8 +25,8 @@ BIN = Path(sys.executable).parent
 LW = str(BIN / "lonewatch")
 
 
-def _start_lab(directory: Path) -> subprocess.Popen:
-    proc = subprocess.Popen([LW, "lab", "--dir", str(directory)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+def _start_lab(directory: Path, *args: str) -> subprocess.Popen:
+    proc = subprocess.Popen([LW, "lab", "--dir", str(directory), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     lines = []
     deadline = time.monotonic() + 60
@@ -60,16 +60,19 @@ def _runs(pid: int) -> bool:
     return state != "Z"
 
 
-def _provision(lab: Path) -> subprocess.CompletedProcess:
+def _provision(lab: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [LW, "provision", "lw-0042", "--worker", "Anna Hansen", "--site", "Vestergade 12", "--account", "1234AB",
+        [LW, "provision", *args, "lw-0042", "--worker", "Anna Hansen", "--site", "Vestergade 12", "--account", "1234AB",
          "--zone", "42", "--broker-dir", str(lab / "broker"), "--relay-config", str(lab / "relay.toml"),
          "--out", str(lab / "lw-0042"), "--device-dir", str(lab / "lw-0042"), "--state-dir", str(lab / "lw-0042" / "state")],
         capture_output=True, text=True, timeout=60)  # fmt: skip
 
 
 @pytest.mark.integration
-def test_a_restarted_lab_keeps_its_provisioned_device_working(tmp_path):
+@pytest.mark.parametrize("tmp_emptied", [False, True], ids=["restart", "restart-after-reboot"])
+def test_a_restarted_lab_keeps_its_provisioned_device_working(tmp_path, tmp_emptied):
+    """``tmp_emptied``: the broker directory in the system temp dir is gone (a reboot); the
+    lab rebuilds it with the kept copy of the password file."""
     lab = tmp_path / "lab"
     proc = _start_lab(lab)
     try:
@@ -79,10 +82,15 @@ def test_a_restarted_lab_keeps_its_provisioned_device_working(tmp_path):
         first_state = json.loads((lab / labstate.STATE_FILE).read_text())
         _stop_lab(proc)
         assert stat.S_IMODE((lab / labstate.STATE_FILE).stat().st_mode) == 0o600
+        if tmp_emptied:
+            shutil.rmtree(first_state["broker_dir"])
         proc = _start_lab(lab)
         again = json.loads((lab / "lab.json").read_text())
         assert again["broker_port"] == first["broker_port"] and again["redis_url"] == first["redis_url"]
-        assert json.loads((lab / labstate.STATE_FILE).read_text()) == first_state
+        again_state = json.loads((lab / labstate.STATE_FILE).read_text())
+        assert {k: v for k, v in again_state.items() if k != "broker_dir"} == \
+            {k: v for k, v in first_state.items() if k != "broker_dir"}
+        assert (again_state["broker_dir"] != first_state["broker_dir"]) == tmp_emptied
         alarm = subprocess.run([LW, "test-alarm", "-c", str(lab / "lw-0042" / "device.toml")], capture_output=True,
                                text=True, timeout=90)
         assert alarm.returncode == 0, alarm.stdout + alarm.stderr
@@ -152,3 +160,45 @@ def test_a_damaged_state_file_is_refused_naming_it(tmp_path):
     (tmp_path / labstate.STATE_FILE).write_text("{not json")
     with pytest.raises(LabError, match="lab-state.json is damaged"):
         Lab(tmp_path).start()
+
+
+@pytest.mark.integration
+def test_a_certificate_lab_lets_a_certificate_device_log_in(tmp_path):
+    lab = tmp_path / "lab"
+    proc = _start_lab(lab, "--auth", "certificate")
+    try:
+        assert json.loads((lab / "lab.json").read_text())["auth"] == "certificate"
+        done = _provision(lab, "--auth", "certificate", "--pki-dir", str(lab / "pki"))
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert (lab / "lw-0042" / "client.crt").exists()
+        alarm = subprocess.run([LW, "test-alarm", "-c", str(lab / "lw-0042" / "device.toml")], capture_output=True,
+                               text=True, timeout=90)
+        assert alarm.returncode == 0, alarm.stdout + alarm.stderr
+        assert "ARC ACK from lab-arc" in alarm.stdout
+        _stop_lab(proc)
+    finally:
+        _kill(proc)
+
+
+@pytest.mark.integration
+def test_a_certificate_lab_refuses_a_password_login(tmp_path):
+    lab = tmp_path / "lab"
+    proc = _start_lab(lab, "--auth", "certificate")
+    try:
+        done = _provision(lab)  # a password device: the certificate broker must not let it in
+        assert done.returncode == 0, done.stdout + done.stderr
+        alarm = subprocess.run([LW, "test-alarm", "-c", str(lab / "lw-0042" / "device.toml")], capture_output=True,
+                               text=True, timeout=90)
+        assert alarm.returncode != 0 and "ARC ACK" not in alarm.stdout
+        out = alarm.stdout + alarm.stderr
+        assert "FAIL" in out and "broker" in out, out
+        _stop_lab(proc)
+    finally:
+        _kill(proc)
+
+
+def test_a_restart_with_another_auth_mode_is_refused(tmp_path):
+    labstate.save_state(tmp_path, {"auth": "certificate"})
+    with pytest.raises(LabError) as err:
+        Lab(tmp_path, auth="password").start()
+    assert "--auth certificate" in str(err.value) and str(tmp_path) in str(err.value)
