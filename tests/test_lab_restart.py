@@ -25,6 +25,20 @@ BIN = Path(sys.executable).parent
 LW = str(BIN / "lonewatch")
 
 
+@pytest.fixture(autouse=True)
+def _remove_lab_broker_dirs(tmp_path):
+    """The lab keeps its broker directory in the system temp dir across restarts; a test's
+    labs are thrown away with it."""
+    yield
+    for state in tmp_path.rglob("lab-state.json"):
+        try:
+            broker_dir = json.loads(state.read_text()).get("broker_dir")
+        except ValueError:
+            continue
+        if broker_dir and Path(broker_dir).name.startswith("lonewatch-lab-broker-"):
+            shutil.rmtree(broker_dir, ignore_errors=True)
+
+
 def _start_lab(directory: Path, *args: str) -> subprocess.Popen:
     proc = subprocess.Popen([LW, "lab", "--dir", str(directory), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
@@ -46,10 +60,12 @@ def _stop_lab(proc: subprocess.Popen) -> str:
     return out
 
 
-def _kill(proc: subprocess.Popen) -> None:
+def _kill(proc: subprocess.Popen, lab: Path) -> None:
+    """After a failed test: kill the lab and the servers it would leave behind."""
     if proc.poll() is None:
         proc.kill()
         proc.wait()
+    labstate.stop_leftovers(lab)
 
 
 def _runs(pid: int) -> bool:
@@ -100,7 +116,7 @@ def test_a_restarted_lab_keeps_its_provisioned_device_working(tmp_path, tmp_empt
         assert status.returncode == 0 and "lw-0042" in status.stdout, status.stdout + status.stderr
         _stop_lab(proc)
     finally:
-        _kill(proc)
+        _kill(proc, lab)
     log = lab / "relay.log"
     assert stat.S_IMODE(log.stat().st_mode) == 0o600
     text = log.read_text()
@@ -126,10 +142,9 @@ def test_a_lab_killed_with_sigkill_leaves_no_servers_after_the_next_start(tmp_pa
         assert not any(_runs(pid) for pid in now.values())
         assert not any((lab / name).exists() for name in labstate.SERVER_PID_FILES)
     finally:
-        _kill(proc)
+        _kill(proc, lab)
         if second is not None:
-            _kill(second)
-        labstate.stop_leftovers(lab)  # never leave servers behind, whatever failed
+            _kill(second, lab)
 
 
 def test_stop_leftovers_leaves_a_reused_pid_of_another_program_alone(tmp_path):
@@ -177,7 +192,7 @@ def test_a_certificate_lab_lets_a_certificate_device_log_in(tmp_path):
         assert "ARC ACK from lab-arc" in alarm.stdout
         _stop_lab(proc)
     finally:
-        _kill(proc)
+        _kill(proc, lab)
 
 
 @pytest.mark.integration
@@ -194,7 +209,7 @@ def test_a_certificate_lab_refuses_a_password_login(tmp_path):
         assert "FAIL" in out and "broker" in out, out
         _stop_lab(proc)
     finally:
-        _kill(proc)
+        _kill(proc, lab)
 
 
 def test_a_restart_with_another_auth_mode_is_refused(tmp_path):
