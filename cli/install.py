@@ -538,7 +538,9 @@ def status(devices: tuple[str, ...], relay_config: str | None, redis_url: str | 
 def lab(directory: Path, account: str, auth: str | None) -> None:
     """Run a local relay side (TLS broker, Redis, ARC, relay) to try the installer commands.
 
-    Runs until Ctrl-C. See README "Installing a device".
+    Runs until Ctrl-C. See README "Installing a device". Started again with the same --dir it
+    keeps its ports, passwords, CA and Redis data (provisioned devices keep working); the
+    relay logs to <dir>/relay.log.
 
     \b
     Example:
