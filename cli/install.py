@@ -532,10 +532,15 @@ def status(devices: tuple[str, ...], relay_config: str | None, redis_url: str | 
 @click.option("--dir", "directory", default="lab", show_default=True, type=click.Path(file_okay=False, path_type=Path),
               help="Where the lab keeps its CA, configs and test image.")
 @click.option("--account", default="1234AB", show_default=True, help="SIA account the lab's ARC accepts.")
-def lab(directory: Path, account: str) -> None:
+@click.option("--auth", type=click.Choice(["password", "certificate"]), default=None,
+              help="How devices log in: password, or certificate (provision --auth certificate --pki-dir lab/pki). "
+                   "Default: as in the directory's last run, else password.")
+def lab(directory: Path, account: str, auth: str | None) -> None:
     """Run a local relay side (TLS broker, Redis, ARC, relay) to try the installer commands.
 
-    Runs until Ctrl-C. See README "Installing a device".
+    Runs until Ctrl-C. See README "Installing a device". Started again with the same --dir it
+    keeps its ports, passwords, CA and Redis data (provisioned devices keep working); the
+    relay logs to <dir>/relay.log.
 
     \b
     Example:
@@ -551,11 +556,11 @@ def lab(directory: Path, account: str) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        with Lab(directory, account=account) as the_lab:
+        with Lab(directory, account=account, auth=auth) as the_lab:
             info = the_lab.info
             assert info is not None
             click.echo(f"lab running in {info.directory} (Ctrl-C stops it)")
-            click.echo(f"  broker   localhost:{info.broker_port} (TLS, files in {info.broker_dir})")
+            click.echo(f"  broker   localhost:{info.broker_port} (TLS, {info.auth} login, files in {info.broker_dir})")
             click.echo(f"  CA       {info.pki_dir}")
             click.echo(f"  relay    {info.relay_config}")
             click.echo(f"  ARC      {info.arc} (pysiaalarm, account {info.account})")
