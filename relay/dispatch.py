@@ -271,6 +271,11 @@ class Dispatcher:
             if rec is None or rec[1].get("arc") in ARC_TERMINAL:
                 self.store.leave_order(event.device, head)
                 continue
+            if rec[1].get("lease_owner") and float(rec[1].get("lease_until") or 0) < time.time():
+                # Its dispatcher held it and stopped renewing (a relay killed mid-send): its job
+                # is being taken over (relay/lease.py); waiting for it only delays this alarm.
+                log.warning("sending %s now: older %s of the same device lost its dispatcher", event.id, head)
+                return
             if time.monotonic() > deadline:
                 log.warning("sending %s although older %s of the same device is not yet dispatched", event.id, head)
                 return

@@ -269,8 +269,12 @@ def test_unprotected_warning_repeats_on_the_pins_and_the_span_reaches_the_relay(
         assert wait_until(lambda: not d.place.unprotected.unprotected, 30)
         over = rig.steps.wait("unprotected_over", 5)
         assert over["span_s"] > 0.6
-        assert wait_until(lambda: ReadinessTracker.record(rig.store, DEV).get("unprotected_s"), 30)
-        log = [e for e in ReadinessTracker.history(rig.store, DEV) if e["what"] == "unprotected"]
+        def spans() -> list:
+            return [e for e in ReadinessTracker.history(rig.store, DEV) if e["what"] == "unprotected"]
+
+        # Wait on the condition itself: the record and its history entry are written one after the other.
+        assert wait_until(lambda: ReadinessTracker.record(rig.store, DEV).get("unprotected_s") and spans(), 30)
+        log = spans()
         assert len(log) == 1 and float(log[0]["span_s"]) > 0.6
         assert collect(rig.store, [DEV])[0].unprotected_s == pytest.approx(float(log[0]["span_s"]))
 
