@@ -1,0 +1,117 @@
+"""The ``lonewatch`` command under a hostile or new user: bad config, registry and output
+paths give file:line or ``error: …`` messages and exit 2, never a Python traceback; warnings
+(valid, but unsafe) go to stderr and keep exit 0."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cli.main import main
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+RELAY = """\
+[mqtt]
+host = "broker"
+{mqtt}
+[redis]
+url = "redis://127.0.0.1:1/0"
+{rest}
+"""
+
+
+def _relay(tmp_path: Path, mqtt: str = "", rest: str = "") -> Path:
+    path = tmp_path / "relay.toml"
+    path.write_text(RELAY.format(mqtt=mqtt, rest=rest))
+    path.chmod(0o600)
+    return path
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "lonewatch"), *args], capture_output=True, text=True, timeout=60)
+
+
+def _no_traceback(done) -> None:
+    text = getattr(done, "stderr", "") + getattr(done, "stdout", "") if isinstance(done, subprocess.CompletedProcess) else done.output
+    assert "Traceback" not in text, text
+
+
+# ---------------------------------------------------------------------- 1. [registry] file
+
+@pytest.mark.parametrize("content,message", [(None, "missing.toml: cannot read"),
+                                             ("[[workers]]\nname = 3\n", "missing.toml:2: workers[0].name")])
+def test_relay_run_with_a_missing_or_invalid_registry_file_prints_file_line_and_exits_2(tmp_path, content, message):
+    path = _relay(tmp_path, rest='[registry]\nfile = "missing.toml"\n')
+    if content is not None:
+        (tmp_path / "missing.toml").write_text(content)
+    done = _run("relay", "run", "-c", str(path))
+    _no_traceback(done)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("content,message", [(None, "missing.toml: cannot read"),
+                                             ("[[workers]]\nname = 3\n", "missing.toml:2: workers[0].name")])
+def test_check_config_relay_checks_the_registry_file(tmp_path, content, message):
+    path = _relay(tmp_path, rest='[registry]\nfile = "missing.toml"\n')
+    if content is not None:
+        (tmp_path / "missing.toml").write_text(content)
+    r = CliRunner().invoke(main, ["check-config", "relay", str(path)])
+    assert r.exit_code == 2 and message in r.output and "ok" not in r.output, r.output
+
+
+def test_check_config_relay_accepts_a_valid_registry_file(tmp_path):
+    shutil.copy(ROOT / "relay/conf/registry.example.toml", tmp_path / "registry.toml")
+    path = _relay(tmp_path, rest='[registry]\nfile = "registry.toml"\n')
+    r = CliRunner().invoke(main, ["check-config", "relay", str(path)])
+    assert r.exit_code == 0 and r.output.strip().endswith(f"{path}: ok"), r.output
+
+
+# ---------------------------------------------------------------------- 2. [console]
+
+def test_check_config_relay_reports_a_bad_console_listen_with_file_line(tmp_path):
+    path = _relay(tmp_path, rest='[console]\nlisten = "nonsense"\n')
+    r = CliRunner().invoke(main, ["check-config", "relay", str(path)])
+    assert r.exit_code == 2, r.output
+    assert f"{path}:7: console.listen" in r.output and ": ok" not in r.output
+
+
+def test_check_config_relay_warns_when_the_console_listens_off_loopback(tmp_path):
+    path = _relay(tmp_path, rest='[console]\nlisten = "0.0.0.0:8080"\n')
+    r = CliRunner().invoke(main, ["check-config", "relay", str(path)])
+    assert r.exit_code == 0 and "warning: [console] listen" in r.output and "not a loopback" in r.output, r.output
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:8080", "[::1]:8080", "localhost:8080"])
+def test_check_config_relay_is_quiet_about_a_loopback_console(tmp_path, listen):
+    path = _relay(tmp_path, rest=f'[console]\nlisten = "{listen}"\n')
+    r = CliRunner().invoke(main, ["check-config", "relay", str(path)])
+    assert r.exit_code == 0 and "warning" not in r.output, r.output
+
+
+# ---------------------------------------------------------------------- 5. tls = false + password
+
+def test_check_config_relay_warns_about_a_clear_text_password(tmp_path):
+    path = _relay(tmp_path, mqtt='tls = false\npassword = "secret"\n')
+    r = CliRunner().invoke(main, ["check-config", "relay", str(path)])
+    assert r.exit_code == 0 and "clear text" in r.output and r.output.strip().endswith(": ok"), r.output
+    quiet = _relay(tmp_path, mqtt='password = "secret"\n')
+    r = CliRunner().invoke(main, ["check-config", "relay", str(quiet)])
+    assert r.exit_code == 0 and "clear text" not in r.output, r.output
+
+
+def test_check_config_device_warns_about_a_clear_text_password(tmp_path):
+    cfg = tmp_path / "device.toml"
+    cfg.write_text('[device]\nid = "lw-0001"\n[mqtt]\ntls = false\npassword = "s3cret-pw"\n'
+                   '[sms]\nfallback_numbers = ["+4520110001"]\n')
+    cfg.chmod(0o600)
+    r = CliRunner().invoke(main, ["check-config", "device", str(cfg)])
+    assert r.exit_code == 0 and "clear text" in r.output and "s3cret-pw" not in r.output, r.output
