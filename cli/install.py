@@ -106,6 +106,10 @@ def pki_init(pki_dir: Path, name: str) -> None:
         cert, key, created = p.init_ca(pki_dir, name=name)
     except p.PkiError as exc:
         _fail(str(exc))
+    except OSError as exc:
+        from cli.outputs import cannot_write
+
+        cannot_write(exc, pki_dir)
     click.echo(f"{'created' if created else 'kept existing'} CA: {cert} (key {key}, mode 0600 — keep it safe)")
 
 
@@ -269,6 +273,10 @@ def provision(device_id: str, worker: str, site: str, account: str | None, zone:
         _fail(str(exc))
     except LonewatchError as exc:  # mosquitto_passwd missing and friends
         _fail(str(exc), EXIT_MISSING)
+    except OSError as exc:
+        from cli.outputs import cannot_write
+
+        cannot_write(exc, out)
     if as_json:
         _echo_json(result.as_dict())
         return

@@ -155,7 +155,12 @@ def survey_report(run_file: str, output: str, places_file: str | None, strict: b
     result = load_survey(run_file, names=names)
     for w in result.warnings:
         click.echo(f"warning: {w}", err=True)
-    png = write_report(result, output)
+    try:
+        png = write_report(result, output)
+    except OSError as exc:
+        from cli.outputs import cannot_write
+
+        cannot_write(exc, output)
     risky = result.at_risk()
     for p in risky:
         click.echo(f"{'FAIL' if p.verdict == 'fail' else 'SMS only'}: {p.place}")

@@ -115,3 +115,39 @@ def test_check_config_device_warns_about_a_clear_text_password(tmp_path):
     cfg.chmod(0o600)
     r = CliRunner().invoke(main, ["check-config", "device", str(cfg)])
     assert r.exit_code == 0 and "clear text" in r.output and "s3cret-pw" not in r.output, r.output
+
+
+# ---------------------------------------------------------------------- 3. unwritable outputs
+
+def _card_args(tmp_path: Path) -> list[str]:
+    shutil.copy(ROOT / "relay/conf/registry.example.toml", tmp_path / "registry.toml")
+    return ["card", "--worker", "Anna Hansen", "--registry", str(tmp_path / "registry.toml")]
+
+
+def _survey_args(tmp_path: Path) -> list[str]:
+    (tmp_path / "walk.jsonl").write_text("{}\n")
+    return ["survey", "report", str(tmp_path / "walk.jsonl")]
+
+
+def _provision_args(tmp_path: Path) -> list[str]:
+    (tmp_path / "broker").mkdir()
+    return ["provision", "lw-0042", "--worker", "Anna Hansen", "--site", "Vestergade 12", "--account", "1234AB",
+            "--zone", "42", "--broker-dir", str(tmp_path / "broker"), "--broker-host", "mqtt.example",
+            "--no-register"]
+
+
+@pytest.mark.parametrize("args,out_option,target", [
+    (_card_args, "-o", "/nonexistdir/x.pdf"),
+    (_survey_args, "-o", "/nonexistdir/r.html"),
+    (_provision_args, "--out", "/proc/nope"),
+    (lambda _: ["pki", "init"], "--dir", "/proc/nope"),
+])
+def test_an_unwritable_output_is_an_error_message_not_a_traceback(tmp_path, args, out_option, target):
+    done = _run(*args(tmp_path), out_option, target)
+    _no_traceback(done)
+    assert done.returncode == 2, done.stderr
+    line = [ln for ln in done.stderr.splitlines() if ln.startswith("error: cannot write ")]
+    assert line and line[0].split(":")[1].strip().startswith(("cannot write /nonexistdir/", "cannot write /proc/nope")), done.stderr
+    assert "No such file or directory" in line[0]
+    if args is _provision_args:
+        assert not any((tmp_path / "broker").iterdir())  # nothing half-written for the broker
