@@ -151,3 +151,67 @@ def test_an_unwritable_output_is_an_error_message_not_a_traceback(tmp_path, args
     assert "No such file or directory" in line[0]
     if args is _provision_args:
         assert not any((tmp_path / "broker").iterdir())  # nothing half-written for the broker
+
+
+# ---------------------------------------------------------------------- 4. demo and SIGTERM
+
+def _descendants(root: int) -> dict[int, str]:
+    """pid → start time (field 22 of /proc/PID/stat) of every process below ``root``."""
+    parent: dict[int, int] = {}
+    start: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        parent[int(entry.name)], start[int(entry.name)] = int(fields[1]), fields[19]
+    out, todo = {}, [root]
+    while todo:
+        p = todo.pop()
+        for child, ppid in parent.items():
+            if ppid == p and child not in out:
+                out[child] = start[child]
+                todo.append(child)
+    return out
+
+
+def _alive(pid: int, started: str) -> bool:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return False
+    return fields[19] == started and fields[0] != "Z"
+
+
+def test_demo_with_console_stopped_by_sigterm_leaves_no_server_running():
+    import json
+
+    proc = subprocess.Popen([str(BIN / "lonewatch"), "demo", "--console", "--json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        url = None
+        for line in proc.stdout:  # the demo prints its steps as they happen
+            step = json.loads(line)
+            if step["step"] == "console_open":
+                url = step["url"]
+                break
+        assert url, proc.stderr.read()
+        children = _descendants(proc.pid)
+        names = {Path(f"/proc/{pid}/comm").read_text().strip() for pid in children}
+        assert {"mosquitto", "redis-server"} <= names and len(children) >= 3, names  # the servers a SIGTERM used to leave behind
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:  # a failed assertion above: still clean up what the demo started
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    assert "Traceback" not in err, err
+    assert '"console_closed"' in out
+    left = [pid for pid, started in children.items() if _alive(pid, started)]
+    assert not left, left
