@@ -215,3 +215,19 @@ def test_demo_with_console_stopped_by_sigterm_leaves_no_server_running():
     assert '"console_closed"' in out
     left = [pid for pid, started in children.items() if _alive(pid, started)]
     assert not left, left
+
+
+# ---------------------------------------------------------------------- 6. README
+
+def test_readme_scenario_table_names_every_demo_scenario():
+    from labstack.demo.scenarios import load_all
+
+    readme = (ROOT / "README.md").read_text()
+    rows = {line.split("`")[1] for line in readme.splitlines() if line.startswith("| `")}
+    assert set(load_all()) <= rows, set(load_all()) - rows
+
+
+def test_readme_points_to_files_that_exist():
+    readme = (ROOT / "README.md").read_text()
+    assert "labstack/demo/mandown_fall.csv" in readme and (ROOT / "labstack/demo/mandown_fall.csv").is_file()
+    assert "localstack" not in readme
