@@ -137,17 +137,18 @@ def _provision_args(tmp_path: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("args,out_option,target", [
-    (_card_args, "-o", "/nonexistdir/x.pdf"),
-    (_survey_args, "-o", "/nonexistdir/r.html"),
+    (_card_args, "-o", "{tmp}/nonexistdir/x.pdf"),
+    (_survey_args, "-o", "{tmp}/nonexistdir/r.html"),
     (_provision_args, "--out", "/proc/nope"),
     (lambda _: ["pki", "init"], "--dir", "/proc/nope"),
 ])
 def test_an_unwritable_output_is_an_error_message_not_a_traceback(tmp_path, args, out_option, target):
+    target = target.format(tmp=tmp_path)
     done = _run(*args(tmp_path), out_option, target)
     _no_traceback(done)
     assert done.returncode == 2, done.stderr
     line = [ln for ln in done.stderr.splitlines() if ln.startswith("error: cannot write ")]
-    assert line and line[0].split(":")[1].strip().startswith(("cannot write /nonexistdir/", "cannot write /proc/nope")), done.stderr
+    assert line and line[0].startswith(f"error: cannot write {target.rsplit('.', 1)[0]}"), done.stderr
     assert "No such file or directory" in line[0]
     if args is _provision_args:
         assert not any((tmp_path / "broker").iterdir())  # nothing half-written for the broker
