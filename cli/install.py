@@ -135,6 +135,10 @@ def pki_issue_server(pki_dir: Path, hosts: tuple[str, ...], out: Path, owner: st
         issued = p.issue_server(pki_dir, out, hosts, renew=renew, owner=owner)
     except p.PkiError as exc:
         _fail(str(exc))
+    except OSError as exc:
+        from cli.outputs import cannot_write
+
+        cannot_write(exc, out)
     click.echo(f"{'issued' if issued.created else 'kept valid'} {issued.cert} for {', '.join(hosts)}")
 
 
@@ -159,6 +163,10 @@ def pki_issue_client(name: str, pki_dir: Path, out: Path, renew: bool) -> None:
         issued = p.issue_client(pki_dir, out, name, renew=renew)
     except p.PkiError as exc:
         _fail(str(exc))
+    except OSError as exc:
+        from cli.outputs import cannot_write
+
+        cannot_write(exc, out)
     click.echo(f"{'issued' if issued.created else 'kept valid'} {issued.cert} (CN={name})")
 
 

@@ -141,10 +141,14 @@ def _provision_args(tmp_path: Path) -> list[str]:
     (_survey_args, "-o", "{tmp}/nonexistdir/r.html"),
     (_provision_args, "--out", "/proc/nope"),
     (lambda _: ["pki", "init"], "--dir", "/proc/nope"),
+    (lambda t: ["pki", "issue-server", "--dir", str(t / "pki"), "--host", "mqtt.example"], "--out", "/proc/nope"),
+    (lambda t: ["pki", "issue-client", "lw-0042", "--dir", str(t / "pki")], "--out", "/proc/nope"),
 ])
 def test_an_unwritable_output_is_an_error_message_not_a_traceback(tmp_path, args, out_option, target):
-    target = target.format(tmp=tmp_path)
-    done = _run(*args(tmp_path), out_option, target)
+    target, argv = target.format(tmp=tmp_path), args(tmp_path)
+    if argv[1].startswith("issue-"):  # a CA to issue from
+        assert _run("pki", "init", "--dir", str(tmp_path / "pki")).returncode == 0
+    done = _run(*argv, out_option, target)
     _no_traceback(done)
     assert done.returncode == 2, done.stderr
     line = [ln for ln in done.stderr.splitlines() if ln.startswith("error: cannot write ")]
