@@ -58,7 +58,13 @@ def survey_run(config_path: str, output: str, every_s: float, duration_s: float 
     """
     from device.survey import open_run
 
-    with open_run(output) as out:
+    try:
+        run_file = open_run(output)
+    except OSError as exc:
+        from cli.outputs import cannot_write
+
+        cannot_write(exc, output)
+    with run_file as out:
         if simulate:
             from labstack.servers import MissingServerError
             from labstack.survey_sim import simulated_walk

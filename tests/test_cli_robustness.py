@@ -139,6 +139,7 @@ def _provision_args(tmp_path: Path) -> list[str]:
 @pytest.mark.parametrize("args,out_option,target", [
     (_card_args, "-o", "{tmp}/nonexistdir/x.pdf"),
     (_survey_args, "-o", "{tmp}/nonexistdir/r.html"),
+    (lambda _: ["survey", "run", "--simulate"], "-o", "/proc/nope/walk.jsonl"),
     (_provision_args, "--out", "/proc/nope"),
     (lambda _: ["pki", "init"], "--dir", "/proc/nope"),
     (lambda t: ["pki", "issue-server", "--dir", str(t / "pki"), "--host", "mqtt.example"], "--out", "/proc/nope"),
@@ -152,7 +153,9 @@ def test_an_unwritable_output_is_an_error_message_not_a_traceback(tmp_path, args
     _no_traceback(done)
     assert done.returncode == 2, done.stderr
     line = [ln for ln in done.stderr.splitlines() if ln.startswith("error: cannot write ")]
-    assert line and line[0].startswith(f"error: cannot write {target.rsplit('.', 1)[0]}"), done.stderr
+    assert line, done.stderr
+    named = line[0].removeprefix("error: cannot write ").rsplit(": ", 1)[0]  # the target, its sibling or its dir
+    assert target.startswith(named) or named.startswith(target.rsplit(".", 1)[0]), line
     assert "No such file or directory" in line[0]
     if args is _provision_args:
         assert not any((tmp_path / "broker").iterdir())  # nothing half-written for the broker
@@ -236,3 +239,14 @@ def test_readme_points_to_files_that_exist():
     readme = (ROOT / "README.md").read_text()
     assert "labstack/demo/mandown_fall.csv" in readme and (ROOT / "labstack/demo/mandown_fall.csv").is_file()
     assert "localstack" not in readme
+
+
+def test_registry_export_to_an_unwritable_file_is_an_error_message(tmp_path, redis_server):
+    shutil.copy(ROOT / "relay/conf/registry.example.toml", tmp_path / "registry.toml")
+    r = CliRunner().invoke(main, ["registry", "import", str(tmp_path / "registry.toml"), "--redis", redis_server.url])
+    assert r.exit_code == 0, r.output
+    for args in (["registry", "export"], ["worker", "export", "Anna Hansen"]):
+        target = str(tmp_path / "nonexistdir" / "out.txt")
+        r = CliRunner().invoke(main, [*args, "-o", target, "--redis", redis_server.url])
+        assert r.exit_code == 2 and f"error: cannot write {target}: No such file or directory" in r.output, r.output
+        assert r.exception is None or isinstance(r.exception, SystemExit)
