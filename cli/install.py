@@ -316,7 +316,8 @@ def _boot_file(value: str) -> tuple[Path, str]:
 @click.option("--sha256", "expect_sha256", help="Published SHA-256 of IMAGE (as downloaded); checked while reading.")
 @click.option("--uart-modem", is_flag=True, help="Modem HAT on the UART: enable_uart=1, dtoverlay=disable-bt, serial console off.")
 @click.option("--wheel", "wheels", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="A wheel for an offline install on first boot (lonewatch and its dependencies); repeat.")
+              help="Another wheel for the card (flash always builds the lonewatch wheel and fetches the device's "
+                   "dependencies itself); repeat.")
 @click.option("--boot-file", "boot_files", multiple=True, metavar="SRC[:NAME]",
               help="Another file for the boot partition, e.g. userconf.txt or ssh; repeat.")
 @click.option("--boot-mount", default="/boot/firmware", show_default=True, help="Where the OS mounts the boot partition (/boot before Bookworm).")
@@ -351,6 +352,12 @@ def flash(image: Path, target: Path, config: Path, expect_sha256: str | None, ua
         _fail(str(exc), EXIT_FAILED)
     except FlashError as exc:
         _fail(str(exc))
+    from installer.supply import SupplyError, build_supply
+    try:  # before the card is touched: a failure here leaves it as it was
+        supply = build_supply(given=wheels)
+    except SupplyError as exc:
+        _fail(str(exc), EXIT_FAILED)
+    card_files = [*supply.files, *(w for w in wheels if w not in supply.wheels)]
     if tgt.kind == "block" and not yes:
         click.confirm(f"Erase everything on {tgt.description}?", abort=True, err=True)
     out = sys.stderr if as_json else sys.stdout
@@ -367,8 +374,8 @@ def flash(image: Path, target: Path, config: Path, expect_sha256: str | None, ua
             if back != written.sha256:
                 _fail(f"{target}: what was read back differs from the image (SHA-256 {back} ≠ {written.sha256}): "
                       "the card is faulty or fake — use another one", EXIT_FAILED)
-            files = install_lonewatch(target, config, wheels=wheels, extra=[_boot_file(b) for b in boot_files],
-                                      uart_modem=uart_modem, boot_mount=boot_mount, version=ver)
+            files = install_lonewatch(target, config, wheels=card_files, extra=[_boot_file(b) for b in boot_files],
+                                      uart_modem=uart_modem, boot_mount=boot_mount, version=supply.version or ver)
     except TargetRefused as exc:
         _fail(str(exc), EXIT_FAILED)
     except FlashError as exc:
@@ -376,7 +383,8 @@ def flash(image: Path, target: Path, config: Path, expect_sha256: str | None, ua
     except BootPartitionError as exc:
         _fail(str(exc), EXIT_MISSING if "not installed" in str(exc) else EXIT_FAILED)
     result = {"target": str(target), "device": cfg.device.id, "bytes": written.length, "sha256": written.sha256,
-              "image_file_sha256": written.file_sha256, "verified": True, "boot_files": files, "warnings": warnings}
+              "image_file_sha256": written.file_sha256, "verified": True, "boot_files": files, "warnings": warnings,
+              "lonewatch_wheel": supply.wheels[0].name}
     if as_json:
         _echo_json(result)
         return
@@ -548,10 +556,15 @@ def status(devices: tuple[str, ...], relay_config: str | None, redis_url: str | 
 @click.option("--dir", "directory", default="lab", show_default=True, type=click.Path(file_okay=False, path_type=Path),
               help="Where the lab keeps its CA, configs and test image.")
 @click.option("--account", default="1234AB", show_default=True, help="SIA account the lab's ARC accepts.")
-def lab(directory: Path, account: str) -> None:
+@click.option("--auth", type=click.Choice(["password", "certificate"]), default=None,
+              help="How devices log in: password, or certificate (provision --auth certificate --pki-dir lab/pki). "
+                   "Default: as in the directory's last run, else password.")
+def lab(directory: Path, account: str, auth: str | None) -> None:
     """Run a local relay side (TLS broker, Redis, ARC, relay) to try the installer commands.
 
-    Runs until Ctrl-C. See README "Installing a device".
+    Runs until Ctrl-C. See README "Installing a device". Started again with the same --dir it
+    keeps its ports, passwords, CA and Redis data (provisioned devices keep working); the
+    relay logs to <dir>/relay.log.
 
     \b
     Example:
@@ -567,11 +580,11 @@ def lab(directory: Path, account: str) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        with Lab(directory, account=account) as the_lab:
+        with Lab(directory, account=account, auth=auth) as the_lab:
             info = the_lab.info
             assert info is not None
             click.echo(f"lab running in {info.directory} (Ctrl-C stops it)")
-            click.echo(f"  broker   localhost:{info.broker_port} (TLS, files in {info.broker_dir})")
+            click.echo(f"  broker   localhost:{info.broker_port} (TLS, {info.auth} login, files in {info.broker_dir})")
             click.echo(f"  CA       {info.pki_dir}")
             click.echo(f"  relay    {info.relay_config}")
             click.echo(f"  ARC      {info.arc} (pysiaalarm, account {info.account})")

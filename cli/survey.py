@@ -3,7 +3,7 @@ of a site (:mod:`device.survey`) and turn it into a report for the site manager
 (:mod:`installer.survey_report`).
 
 Exit codes: 0 done; 1 the report found places where an alarm would fail (``report
---strict``); 2 bad usage or config; 3 hardware/servers missing.
+--strict``) or the recording holds no usable sample (``report``); 2 bad usage or config; 3 hardware/servers missing.
 """
 
 from __future__ import annotations
@@ -39,11 +39,13 @@ def _progress(s) -> None:
               type=click.Path(dir_okay=False), help="device.toml (modem, broker account, beacons).")
 @click.option("-o", "--output", default="survey.jsonl", show_default=True, type=click.Path(dir_okay=False),
               help="Where the samples go (JSON lines, appended).")
-@click.option("--every", "every_s", default=3.0, show_default=True, type=click.FloatRange(0.2, 600),
-              help="Seconds between samples.")
-@click.option("--duration", "duration_s", type=click.FloatRange(1, 86400), help="Stop after this many seconds.")
+@click.option("--every", "every_s", type=click.FloatRange(0.2, 600),
+              help="Seconds between samples  [default: 3; 0.5 with --simulate].")
+@click.option("--duration", "duration_s", type=click.FloatRange(1, 86400),
+              help="Stop after this many seconds (--simulate: the simulated walk has a fixed length of "
+                   "28 samples, so --duration can only end it earlier).")
 @click.option("--simulate", is_flag=True, help="Walk a simulated site (broker, modem and beacon simulators).")
-def survey_run(config_path: str, output: str, every_s: float, duration_s: float | None, simulate: bool) -> None:
+def survey_run(config_path: str, output: str, every_s: float | None, duration_s: float | None, simulate: bool) -> None:
     """Record a walk: signal, registration, MQTT round trip, SMS readiness, GNSS, beacons.
 
     Type where you are and press Enter whenever you reach a new place (an empty line goes
@@ -69,14 +71,22 @@ def survey_run(config_path: str, output: str, every_s: float, duration_s: float 
             from labstack.servers import MissingServerError
             from labstack.survey_sim import simulated_walk
 
+            from labstack.survey_sim import WALK
+
+            every_s = 0.5 if every_s is None else every_s
+            fixed = 4 * len(WALK)
+            if duration_s is not None and duration_s > (fixed - 1) * every_s:
+                click.echo(f"notice: the simulated walk has a fixed length of {fixed} samples "
+                           f"(about {(fixed - 1) * every_s:.0f} s at --every {every_s:g}); it ends before "
+                           f"--duration {duration_s:g}", err=True)
             try:
-                with simulated_walk(every_s=min(every_s, 0.5), out=out, on_sample=_progress) as walk:
+                with simulated_walk(every_s=every_s, out=out, on_sample=_progress, duration_s=duration_s) as walk:
                     n = walk()
             except MissingServerError as exc:
                 click.echo(f"error: {exc}", err=True)
                 sys.exit(3)
         else:
-            n = _real_run(config_path, out, every_s, duration_s)
+            n = _real_run(config_path, out, 3.0 if every_s is None else every_s, duration_s)
     click.echo(f"{n} sample(s) in {output}; next: lonewatch survey report {output} -o report.html")
 
 
@@ -158,9 +168,16 @@ def survey_report(run_file: str, output: str, places_file: str | None, strict: b
         except LonewatchError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
-    result = load_survey(run_file, names=names)
+    try:
+        result = load_survey(run_file, names=names)
+    except OSError as exc:
+        click.echo(f"error: cannot read {run_file}: {exc.strerror or exc}", err=True)
+        sys.exit(2)
     for w in result.warnings:
         click.echo(f"warning: {w}", err=True)
+    if not result.samples:
+        click.echo(f"error: {run_file} holds no usable sample (see the warnings above); no report written", err=True)
+        sys.exit(1)
     try:
         png = write_report(result, output)
     except OSError as exc:

@@ -11,8 +11,10 @@ own ``[console]`` table, validated here with file:line errors (:mod:`protocol.co
     cookie_secure = "auto"           # auto: Secure when the request came over https
     trusted_proxies = ["127.0.0.1"]  # whose X-Forwarded-For/-Proto uvicorn believes
     session_max_age_s = 28800
-    login_max_failures = 5           # per user name and per client address …
-    login_window_s = 300             # … within this many seconds, then refused (429)
+    login_max_failures = 5           # per (user name, client address), then wait 2**k s after the k-th
+    login_window_s = 300             # a pair's count is forgotten this long after its last failure
+    login_max_failures_per_address = 50  # any names, per window (the window starts at the first)
+    login_backoff_max_s = 900        # longest back-off of one (name, address) pair
     low_battery_pct = 20
     offline_after_s = 185            # last seen longer ago: shown as offline
     poll_s = 0.25                    # how often Redis is looked at for changes (live feed)
@@ -43,6 +45,8 @@ class ConsoleSettings:
     session_max_age_s: int = 8 * 3600
     login_max_failures: int = 5
     login_window_s: int = 300
+    login_max_failures_per_address: int = 50
+    login_backoff_max_s: int = 900
     low_battery_pct: int = 20
     offline_after_s: float = 185.0
     poll_s: float = 0.25
@@ -102,6 +106,9 @@ def settings_from(path: str | PathLike[str]) -> ConsoleSettings:
         session_max_age_s=t.integer("session_max_age_s", d.session_max_age_s, min=60, max=30 * 86400),
         login_max_failures=t.integer("login_max_failures", d.login_max_failures, min=1, max=1000),
         login_window_s=t.integer("login_window_s", d.login_window_s, min=1, max=86400),
+        login_max_failures_per_address=t.integer("login_max_failures_per_address", d.login_max_failures_per_address,
+                                                 min=1, max=100000),
+        login_backoff_max_s=t.integer("login_backoff_max_s", d.login_backoff_max_s, min=1, max=86400),
         low_battery_pct=t.integer("low_battery_pct", d.low_battery_pct, min=0, max=100),
         offline_after_s=t.number("offline_after_s", d.offline_after_s, min=1, max=86400),
         poll_s=t.number("poll_s", d.poll_s, min=0.05, max=5),

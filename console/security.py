@@ -16,10 +16,12 @@ sent in a hidden ``csrf`` field of every form (or an ``X-CSRF-Token`` header) an
 in constant time on every POST; plus the cheat sheet's defence in depth: a request whose
 ``Origin`` header names another host is refused, and the cookie is ``SameSite=Lax``.
 
-**Login throttling** — failed sign-ins are counted per user name and per client address in
-Redis (shared by all consoles) over ``login_window_s``; at ``login_max_failures`` further
-attempts are refused (429) without checking the password until the window passes (OWASP
-Authentication Cheat Sheet "Login Throttling"; NIST SP 800-63B §5.2.2 rate limiting).
+**Login throttling** — failed sign-ins are counted per (user name, client address) in Redis
+(shared by all consoles); from ``login_max_failures`` on, that pair waits with exponential
+back-off (``2**k`` s after the k-th failure, at most ``login_backoff_max_s``) and attempts in the wait are refused
+(429) without checking the password; each address also has ``login_max_failures_per_address``
+failures (any names) per ``login_window_s`` (spraying). A good sign-in clears the address's
+counters. (OWASP Authentication Cheat Sheet "Login Throttling"; NIST SP 800-63B §5.2.2.)
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from __future__ import annotations
 import hmac
 import secrets
 import time
-from typing import Final
+from typing import Callable, Final
 
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -140,27 +142,60 @@ class SessionStore:
 
 
 class LoginThrottle:
-    """Failed sign-ins per user name and per address within ``window_s`` (Redis counters)."""
+    """Failed sign-ins counted per (user name, client address) with exponential back-off,
+    and per address across user names (Redis, shared by all consoles).
 
-    def __init__(self, store: Store, max_failures: int, window_s: int) -> None:
+    * ``(name, address)``: from ``max_failures`` failures on, the pair waits ``2**k`` s after
+      its ``k``-th failure (5 → 32 s, 6 → 64 s, …) counted from the last failure, capped at ``backoff_max_s``; the count is forgotten ``window_s`` after the
+      last failure (or the cap, if longer). An attacker elsewhere never locks the real user out.
+    * address: ``addr_max_failures`` failures (any names) within ``window_s`` (the window
+      starts at the first) block that address (password spraying).
+    * A good sign-in clears the pair's and the address's counters.
+
+    Source: OWASP Authentication Cheat Sheet "Login Throttling" (per-account *and* per-source,
+    exponential back-off instead of hard lockout); NIST SP 800-63B §5.2.2. ``clock``: Unix s.
+    """
+
+    def __init__(self, store: Store, max_failures: int, window_s: int, *, addr_max_failures: int = 50,
+                 backoff_max_s: int = 900, clock: Callable[[], float] = time.time) -> None:
         self.store, self.max_failures, self.window_s = store, max_failures, window_s
+        self.addr_max_failures, self.backoff_max_s, self.clock = addr_max_failures, backoff_max_s, clock
 
-    def _keys(self, login: str, addr: str) -> list[str]:
-        return [console_key(f"loginfail:user:{login.strip().lower()[:64]}"), console_key(f"loginfail:addr:{addr[:64]}")]
+    def _keys(self, login: str, addr: str) -> tuple[str, str]:
+        name, where = login.strip().lower()[:64], addr[:64]
+        return console_key(f"loginfail:pair:{where}|{name}"), console_key(f"loginfail:addr:{where}")
+
+    def delay_s(self, failures: int) -> float:
+        """Seconds to wait after the last of ``failures`` failures (0 below ``max_failures``)."""
+        if failures < self.max_failures:
+            return 0.0
+        return float(min(2 ** min(failures, 30), self.backoff_max_s))
 
     def blocked(self, login: str, addr: str) -> bool:
-        """True while the name or the address has ``max_failures`` failures in the window."""
-        counts = self.store._call(self.store.r.mget, self._keys(login, addr))
-        return any(c is not None and int(c) >= self.max_failures for c in counts)
+        """True while the (name, address) pair is in its back-off, or the address has
+        ``addr_max_failures`` failures in the window."""
+        pair, where = self._keys(login, addr)
+        pipe = self.store.r.pipeline(transaction=False)
+        pipe.hmget(pair, "n", "last")
+        pipe.get(where)
+        (n, last), addr_count = self.store._call(pipe.execute)
+        if addr_count is not None and int(addr_count) >= self.addr_max_failures:
+            return True
+        if n is None or last is None:
+            return False
+        return self.clock() < float(last) + self.delay_s(int(n))
 
     def failed(self, login: str, addr: str) -> None:
-        """Count one failure for the name and the address (the window starts at the first)."""
+        """Count one failure for the pair (back-off from now) and for the address."""
+        pair, where = self._keys(login, addr)
         pipe = self.store.r.pipeline(transaction=False)
-        for key in self._keys(login, addr):
-            pipe.incr(key)
-            pipe.expire(key, self.window_s, nx=True)
+        pipe.hincrby(pair, "n", 1)
+        pipe.hset(pair, "last", f"{self.clock():.3f}")
+        pipe.expire(pair, max(self.window_s, self.backoff_max_s))
+        pipe.incr(where)
+        pipe.expire(where, self.window_s, nx=True)
         self.store._call(pipe.execute)
 
     def succeeded(self, login: str, addr: str) -> None:
-        """A good sign-in clears the name's counter (the address keeps its failures)."""
-        self.store._call(self.store.r.delete, self._keys(login, addr)[0])
+        """A good sign-in clears the pair's and the address's counters."""
+        self.store._call(self.store.r.delete, *self._keys(login, addr))

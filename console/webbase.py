@@ -88,7 +88,9 @@ class Console:
         self.cfg, self.settings, self.store = cfg, s, store
         self.users = UserStore(store)
         self.sessions = SessionStore(store, s.session_max_age_s)
-        self.throttle = LoginThrottle(store, s.login_max_failures, s.login_window_s)
+        self.throttle = LoginThrottle(store, s.login_max_failures, s.login_window_s,
+                                      addr_max_failures=s.login_max_failures_per_address,
+                                      backoff_max_s=s.login_backoff_max_s)
         self.audit = Audit(store)
         self.env = template_env(s.language)
         self.feed = Feed(store, s.poll_s, on_minute=lambda: figures.refresh_month(store, figures.month_of(time.time()),

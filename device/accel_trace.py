@@ -1,7 +1,8 @@
 """Accelerometer traces on disk (issue 10 "Replay tool"): CSV with the header
 ``t_s,ax_g,ay_g,az_g`` and optionally ``button``.
 
-* ``t_s``: seconds from the start of the trace, strictly increasing;
+* ``t_s``: seconds from the start of the trace, strictly increasing, never more than
+  :data:`MAX_GAP_S` after the previous sample (a jump such as ``1e20`` is refused);
 * ``ax_g, ay_g, az_g``: acceleration in g on the device axes of hardware/README.md
   (+x to the wearer's right, +y forward away from the body, +z up when worn upright); at
   rest the device reads +1 g on the axis pointing up;
@@ -31,6 +32,8 @@ HEADER = ("t_s", "ax_g", "ay_g", "az_g")
 MIN_RATE_HZ, MAX_RATE_HZ = 20.0, 100.0
 #: Values beyond this are not acceleration a wearable can report (LIS3DH: ±16 g), g.
 MAX_ABS_G = 16.0
+#: Longest allowed interval between two samples, s (a recording gap, not a broken clock).
+MAX_GAP_S = 10.0
 
 
 class TraceError(LonewatchError, ValueError):
@@ -88,6 +91,10 @@ def _check_times(times: Sequence[float], name: str, lines: Sequence[int] | None)
         if times[i] <= times[i - 1]:
             raise TraceError(name, lines[i] if lines else None,
                              f"t_s must increase: {times[i]:g} after {times[i - 1]:g}")
+        if times[i] - times[i - 1] > MAX_GAP_S:
+            raise TraceError(name, lines[i] if lines else None,
+                             f"t_s jumps by {times[i] - times[i - 1]:g} s ({times[i]:g} after {times[i - 1]:g}); "
+                             f"at most {MAX_GAP_S:g} s between samples")
     rate = _rate(times)
     if not MIN_RATE_HZ - 0.5 <= rate <= MAX_RATE_HZ + 0.5:
         raise TraceError(name, None, f"sample rate {rate:.1f} Hz is outside "

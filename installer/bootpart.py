@@ -13,8 +13,9 @@ What goes into the partition (``lonewatch/`` folder)::
     lonewatch-device.service, lonewatch-install.service, 99-lonewatch-modem.rules
     firstboot.sh    run once as root: user, files, units (no network needed)
     install.sh      run by lonewatch-install.service once the network is up: venv, pip
-                    install (offline from wheels/ if given), enable + start the device service
-    wheels/*.whl    optional, for an offline install
+                    install ONLY from wheels/ (never a name from an index), enable + start
+    wheels/*.whl    the lonewatch wheel + the device's dependencies (installer/supply.py;
+                    ``lonewatch flash`` always puts them), requirements-<arch>.txt hash-pinned
 
 and the hook that runs ``firstboot.sh``: cloud-init ``user-data`` (``runcmd``) on images that
 have a ``user-data`` file (Raspberry Pi OS from late 2025), otherwise ``firstrun.sh`` started
@@ -241,7 +242,7 @@ def install_lonewatch(target: Path, config: Path, *, wheels: Sequence[Path] = ()
     put("lonewatch/install.sh", _template("lonewatch-install.sh", VERSION=version))
     if wheels:
         fat.mkdir("lonewatch/wheels")
-        for wheel in wheels:
+        for wheel in wheels:  # .whl files and hash-pinned requirements-<arch>.txt (installer/supply.py)
             put(f"lonewatch/wheels/{Path(wheel).name}", Path(wheel).read_bytes())
     for src, name in extra:
         put(name.lstrip("/"), Path(src).read_bytes())

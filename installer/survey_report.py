@@ -16,8 +16,9 @@ Verdict per sample: ``ok`` (MQTT worked), ``sms`` (MQTT did not, SMS could), ``f
 :data:`WEAK_DBM` is flagged as weak even where everything worked.
 
 Bad or partial recordings never crash: lines that are not JSON, a cut-off last line, samples
-missing fields or with out-of-range values are skipped with a warning naming the line; an
-empty file gives a report saying so. Places come from what the installer typed, else from the
+missing fields or with out-of-range values are skipped with a warning naming the file and
+line (``FILE:line N: …``); an empty file gives a report saying so (``lonewatch survey report``
+then exits 1). Places come from what the installer typed, else from the
 beacon — named through a places file (:mod:`relay.places`) when one is given.
 """
 
@@ -126,9 +127,30 @@ def _num(value: Any, lo: float, hi: float, *, integer: bool = False) -> Any:
     return int(value) if integer else float(value)
 
 
+def _bool(obj: Mapping[str, Any], key: str) -> bool:
+    value = obj.get(key, False)
+    if not isinstance(value, bool):
+        raise ValueError(f"{key} must be true or false, got {value!r}")
+    return value
+
+
+def _text(raw: bytes) -> str | None:
+    """The line as text, or None when it is binary (not UTF-8, or control characters)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if any(ord(c) < 32 and c not in "\t\r" for c in text):
+        return None
+    return text
+
+
 def load_survey(path: str | PathLike[str], *, names: Mapping[str, str] | None = None) -> Survey:
     """Read a walk. ``names``: beacon id → place label (from a places file) for samples whose
-    place came from a beacon. Never raises for bad content (warnings instead).
+    place came from a beacon. Never raises for bad content (warnings instead, each
+    ``FILE:line N: …``): binary lines are "not a JSON line", ``dbm`` outside −140..0, ``lat``
+    outside −90..90, ``lon`` outside −180..180 and ``sms_ready``/``gnss_fix`` that are not
+    booleans are skipped.
 
     Raises:
         OSError: the file cannot be read at all.
@@ -136,11 +158,16 @@ def load_survey(path: str | PathLike[str], *, names: Mapping[str, str] | None = 
     names = dict(names or {})
     survey = Survey(str(path), names=names)
     raw = Path(path).read_bytes()
-    lines = raw.decode("utf-8", errors="replace").split("\n")
+    lines = raw.split(b"\n")
     cut = raw and not raw.endswith(b"\n")
-    if cut:
-        lines = lines[:-1]
-    for no, text in enumerate(lines, start=1):
+    last = lines[-1] if cut else b""
+    lines = lines[:-1]
+    for no, line in enumerate(lines, start=1):
+        where = f"{path}:line {no}"
+        text = _text(line)
+        if text is None:
+            survey.warnings.append(f"{where}: not a JSON line (binary data); skipped")
+            continue
         if not text.strip():
             continue
         try:
@@ -155,26 +182,35 @@ def load_survey(path: str | PathLike[str], *, names: Mapping[str, str] | None = 
             place = obj.get("place")
             if obj.get("place_source") == "beacon" and isinstance(place, str):
                 place = names.get(place, place)
+            _num(obj.get("lat"), -90, 90)
+            _num(obj.get("lon"), -180, 180)
             sample = Sample(
                 line=no, i=int(_num(obj.get("i", no), 0, 1e9, integer=True)), t=_num(obj["t"], 0, 1e11),
                 dbm=_num(obj.get("dbm"), -140, 0, integer=True), registration=str(obj.get("registration", "unknown")),
-                rtt_ms=_num(obj.get("mqtt_rtt_ms"), 0, 600_000), sms_ready=bool(obj.get("sms_ready")),
-                gnss_fix=bool(obj.get("gnss_fix")),
+                rtt_ms=_num(obj.get("mqtt_rtt_ms"), 0, 600_000), sms_ready=_bool(obj, "sms_ready"),
+                gnss_fix=_bool(obj, "gnss_fix"),
                 beacons={str(k): float(v) for k, v in beacons.items() if isinstance(v, (int, float))},
                 place=place if isinstance(place, str) and place.strip() else UNNAMED,
             )  # fmt: skip
         except json.JSONDecodeError as exc:
-            survey.warnings.append(f"line {no}: not JSON ({exc.msg}); skipped")
+            survey.warnings.append(f"{where}: not JSON ({exc.msg}); skipped")
             continue
         except KeyError as exc:
-            survey.warnings.append(f"line {no}: field {exc.args[0]} missing; skipped")
+            survey.warnings.append(f"{where}: field {exc.args[0]} missing; skipped")
             continue
-        except (ValueError, TypeError) as exc:
-            survey.warnings.append(f"line {no}: {exc}; skipped")
+        except (ValueError, TypeError, OverflowError) as exc:
+            survey.warnings.append(f"{where}: {exc}; skipped")
+            continue
+        except RecursionError:
+            survey.warnings.append(f"{where}: JSON nested too deeply; skipped")
             continue
         survey.samples.append(sample)
     if cut:
-        survey.warnings.append(f"line {len(lines) + 1}: the last line is cut off (the walk ended mid-write); skipped")
+        where = f"{path}:line {len(lines) + 1}"
+        if _text(last) is None:
+            survey.warnings.append(f"{where}: not a JSON line (binary data); skipped")
+        else:
+            survey.warnings.append(f"{where}: the last line is cut off (the walk ended mid-write); skipped")
     if not survey.samples:
         survey.warnings.append("no usable samples in the recording")
     return survey

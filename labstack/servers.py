@@ -191,6 +191,9 @@ class Mosquitto(_Server):
     users: dict[str, str] = field(default_factory=dict)
     bind: str = "127.0.0.1"
     tls: BrokerTls | None = None
+    #: Keep the entries of an existing password file (a restarted ``lonewatch lab``: its
+    #: provisioned devices keep their logins); :attr:`users` are added or updated.
+    keep_passwords: bool = False
     log_name = "mosquitto.log"
 
     def start(self) -> "Mosquitto":
@@ -225,8 +228,9 @@ class Mosquitto(_Server):
         """(Re)write the hashed password file from :attr:`users`, mode 0600."""
         tool = find_binary("mosquitto_passwd")
         path = self.workdir / "passwd"
-        path.unlink(missing_ok=True)
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        if not (self.keep_passwords and path.exists()):
+            path.unlink(missing_ok=True)
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         for user, password in self.users.items():
             # -b puts the password on the command line of a short-lived local process only.
             subprocess.run([tool, "-b", str(path), user, password], check=True, capture_output=True)

@@ -61,11 +61,12 @@ WALK: tuple[Leg, ...] = (
 
 
 @contextmanager
-def simulated_walk(*, every_s: float = 0.5, per_leg: int = 4, out=None,
-                   on_sample: Callable | None = None) -> Iterator[Callable[[], int]]:
+def simulated_walk(*, every_s: float = 0.5, per_leg: int = 4, out=None, on_sample: Callable | None = None,
+                   duration_s: float | None = None) -> Iterator[Callable[[], int]]:
     """Start the simulated parts; yields ``walk()`` which records :data:`WALK` (``per_leg``
-    samples each) into ``out`` and returns the number of samples. Everything is stopped on
-    exit.
+    samples each, ``every_s`` seconds apart) into ``out`` and returns the number of samples.
+    The walk has a fixed length (``len(WALK) * per_leg`` samples): ``duration_s`` (seconds,
+    from the first sample) can only end it earlier. Everything is stopped on exit.
 
     Raises:
         labstack.servers.MissingServerError: Mosquitto is not installed.
@@ -91,7 +92,10 @@ def simulated_walk(*, every_s: float = 0.5, per_leg: int = 4, out=None,
         def walk() -> int:
             _wait(lambda: mqtt.client.is_connected(), 20)  # the walk starts at the (connected) entrance
             broker_up = True
+            deadline = None if duration_s is None else time.monotonic() + duration_s
             for leg in WALK:
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
                 sim.signal_csq = leg.csq
                 sim.set_registration(creg=leg.registration, cgreg=leg.registration, cereg=leg.registration)
                 sim.gnss_fix = (55.66857, 12.57613, 3.0) if leg.gnss else None
@@ -104,7 +108,8 @@ def simulated_walk(*, every_s: float = 0.5, per_leg: int = 4, out=None,
                     mq.stop()
                     _wait(lambda: not mqtt.client.is_connected(), 20)
                 broker_up = leg.broker
-                recorder.run(threading.Event(), samples=recorder.count + per_leg)
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                recorder.run(threading.Event(), samples=recorder.count + per_leg, duration_s=left)
             return recorder.count
 
         yield walk

@@ -13,7 +13,7 @@ A beacon id names one beacon the same way on the device (what it heard), in the 
   (lower case), e.g. ``eddy:edd1ebeac04e5defa017:0000000000a1``.
 
 Installers copy ids from a beacon vendor's app, which writes UUIDs with or without dashes and
-in either case: :func:`normalize_beacon_id` accepts those spellings and returns the canonical
+in either case (the ``ib:``/``eddy:`` prefix too): :func:`normalize_beacon_id` accepts those spellings and returns the canonical
 one; everything else is refused with the reason (:class:`protocol.errors.ValidationError`).
 
 Pure code: no Bluetooth here (the scanner is :mod:`device.beacons`).
@@ -40,8 +40,8 @@ IBEACON_TYPE: Final = 0x02
 IBEACON_LENGTH: Final = 0x15
 EDDYSTONE_UID_FRAME: Final = 0x00
 
-_IB_RE = re.compile(r"ib:(?P<uuid>[0-9A-Fa-f-]{32,36}):(?P<major>[0-9]{1,5}):(?P<minor>[0-9]{1,5})")
-_EDDY_RE = re.compile(r"eddy:(?P<ns>[0-9A-Fa-f]{20}):(?P<inst>[0-9A-Fa-f]{12})")
+_IB_RE = re.compile(r"ib:(?P<uuid>[0-9A-Fa-f-]{32,36}):(?P<major>[0-9]{1,5}):(?P<minor>[0-9]{1,5})", re.IGNORECASE)
+_EDDY_RE = re.compile(r"eddy:(?P<ns>[0-9A-Fa-f]{20}):(?P<inst>[0-9A-Fa-f]{12})", re.IGNORECASE)
 
 
 def ibeacon_id(proximity_uuid: bytes | str, major: int, minor: int) -> str:

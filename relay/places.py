@@ -104,7 +104,7 @@ def _build(source: ConfigSource, sites: Iterable[str] | None = None) -> list[Pla
             beacon = normalize_beacon_id(raw) if raw else raw
         except ValidationError as exc:
             t.problem("beacon", exc.reason)
-            continue
+            beacon = None  # the other keys are still read (and checked) below
         fields = {k: t.string(k, "", max_len=FIELD_MAX) for k in ("building", "floor", "room")}
         place = Place(beacon=beacon, site=t.string("site", nonempty=True, max_len=FIELD_MAX),
                       note=t.string("note", "", max_len=NOTE_MAX), **fields)
@@ -112,6 +112,8 @@ def _build(source: ConfigSource, sites: Iterable[str] | None = None) -> list[Pla
             t.problem("site", f"unknown site {place.site!r}; the registry has: {', '.join(sorted(known)) or 'none'}")
         if not any(fields.values()):
             t.problem(None, "a place needs at least one of building, floor, room")
+        if beacon is None:
+            continue
         if beacon in seen:
             first = seen[beacon]
             t.problem("beacon", f"beacon {beacon} is listed twice" + (f" (first at line {first})" if first else ""))

@@ -18,7 +18,7 @@ settings.register_profile("lonewatch", derandomize=True, database=None)
 settings.load_profile("lonewatch")
 
 #: Relay instance names the tests use (each gets the broker account relay-<instance>).
-RIG_INSTANCES = ("t1", "a", "b", "c")
+RIG_INSTANCES = ("t1", "t2", "a", "b", "c")
 
 
 class Credentials(dict):
@@ -81,3 +81,21 @@ def wait_until() -> Callable[..., bool]:
         return bool(predicate())
 
     return _wait
+
+
+@pytest.fixture(scope="session")
+def wheel_cache(tmp_path_factory) -> Path:
+    """One cache of the device's wheels (installer/supply.py) for the whole test run, shared by
+    the xdist workers (the session's base temp folder); ``lonewatch flash`` uses it through
+    ``LONEWATCH_WHEEL_CACHE`` and also fetches this machine's wheels (``LONEWATCH_SUPPLY_HOST``)."""
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if base.name.startswith("popen-gw") else base
+    return root / "lonewatch-wheel-cache"
+
+
+@pytest.fixture
+def supply_env(wheel_cache, monkeypatch) -> Path:
+    """``lonewatch flash`` in this test builds into :func:`wheel_cache`, host platform included."""
+    monkeypatch.setenv("LONEWATCH_WHEEL_CACHE", str(wheel_cache))
+    monkeypatch.setenv("LONEWATCH_SUPPLY_HOST", "1")
+    return wheel_cache

@@ -69,6 +69,12 @@ def test_bad_traces_and_options_exit_2_with_file_and_line(tmp_path: Path, corpus
     bad.write_text("t_s,ax_g,ay_g,az_g\n0,0,0,1\n0.02,0,0,one\n")
     res = run("mandown", "replay", str(bad))
     assert res.exit_code == 2 and f"{bad}:3: az_g: not a number: 'one'" in res.stderr
+    bad.write_text("t_s,ax_g,ay_g,az_g\n0,0,0,1\n0.02,0,0,1\n1e20,0,0,1\n1e20,0,0,1\n")
+    res = run("mandown", "replay", str(bad))
+    assert res.exit_code == 2 and f"{bad}:4: t_s jumps by 1e+20 s" in res.stderr
+    bad.write_text("t_s,ax_g,ay_g,az_g\n0,0,0,1\n0.02,0,0,1\n0.04,0,0,1\n0.03,0,0,1\n")
+    res = run("mandown", "replay", str(bad))
+    assert res.exit_code == 2 and f"{bad}:5: t_s must increase: 0.03 after 0.04" in res.stderr
     res = run("mandown", "replay", str(corpus["walking"]), "--profile", "night")
     assert res.exit_code == 2 and "unknown profile 'night'" in res.output
     cfg = tmp_path / "device.toml"

@@ -125,7 +125,10 @@ def _card_args(tmp_path: Path) -> list[str]:
 
 
 def _survey_args(tmp_path: Path) -> list[str]:
-    (tmp_path / "walk.jsonl").write_text("{}\n")
+    (tmp_path / "walk.jsonl").write_text(  # one sample as `lonewatch survey run` records it
+        '{"v":1,"i":0,"t":1796126347.723,"dbm":-69,"registration":"home","mqtt_rtt_ms":0.5,"sms_ready":true,'
+        '"gnss_fix":true,"lat":55.66857,"lon":12.57613,"beacons":{},"beacon":null,"place":"Entrance",'
+        '"place_source":"typed"}\n')
     return ["survey", "report", str(tmp_path / "walk.jsonl")]
 
 

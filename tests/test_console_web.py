@@ -28,7 +28,7 @@ PASSWORDS = {"ada": "operator-password-1", "vic": "viewer-password-1", "root": "
 @pytest.fixture
 def web(redis_server, tmp_path: Path):
     cfg = tmp_path / "relay.toml"
-    cfg.write_text(f'[redis]\nurl = "{redis_server.url}"\n\n[console]\nlogin_max_failures = 3\nlogin_window_s = 60\n')
+    cfg.write_text(f'[redis]\nurl = "{redis_server.url}"\n\n[console]\nlogin_max_failures = 5\nlogin_window_s = 60\n\nlogin_max_failures_per_address = 8\n')
     store = Store.from_url(redis_server.url)
     users = UserStore(store)
     users.add("ada", "operator", PASSWORDS["ada"], name="Ada Operator")
@@ -117,12 +117,67 @@ def test_form_without_csrf_token_refused(web) -> None:
 def test_login_throttled_after_failures(web) -> None:
     console, store = web
     with _client(console) as c:
-        for _ in range(3):
+        for _ in range(5):
             assert _sign_in(c, "ada", "wrong-password-x").status_code == 401
-        # Even the right password is refused now, without being checked.
+        # This (name, address) now waits 2**5 = 32 s: even the right password is refused unchecked.
         r = _sign_in(c, "ada")
         assert r.status_code == 429
     assert any(e["outcome"] == "throttled" for e in Audit(store).recent())
+
+
+def _from(console: ConsoleProcess, addr: str) -> httpx.Client:
+    """A client seen at ``addr`` (X-Forwarded-For from the trusted proxy 127.0.0.1)."""
+    return httpx.Client(base_url=console.url, follow_redirects=False, timeout=10, headers={"X-Forwarded-For": addr})
+
+
+def test_attacker_cannot_lock_the_real_user_out(web) -> None:
+    console, store = web
+    with _from(console, "203.0.113.66") as attacker, _from(console, "198.51.100.7") as office:
+        for _ in range(5):
+            assert _sign_in(attacker, "ada", "guess-password-x").status_code == 401
+        assert _sign_in(attacker, "ada").status_code == 429  # the attacker's address waits
+        assert _sign_in(office, "ada").status_code == 303  # the real Ada elsewhere signs in
+    outcomes = [(e["outcome"], e.get("addr")) for e in Audit(store).recent() if e["action"] == "login"]
+    assert ("throttled", "203.0.113.66") in outcomes and ("ok", "198.51.100.7") in outcomes
+    assert outcomes.count(("wrong_password", "203.0.113.66")) == 5
+
+
+def test_address_spraying_blocked_and_good_sign_in_clears_it(web) -> None:
+    console, store = web
+    with _from(console, "192.0.2.10") as office:
+        for name in ("u1", "u2", "u3", "u4", "u5", "u6", "u7"):  # 7 names, 1 failure each: below 8
+            assert _sign_in(office, name, "spray-password-1").status_code == 401
+        assert _sign_in(office, "ada").status_code == 303  # clears the address's counter
+    with _from(console, "192.0.2.10") as office:
+        for name in ("u1", "u2", "u3", "u4", "u5", "u6", "u7"):
+            assert _sign_in(office, name, "spray-password-1").status_code == 401  # counted afresh
+        assert _sign_in(office, "u8", "spray-password-1").status_code == 401  # the 8th
+        assert _sign_in(office, "vic").status_code == 429  # the address sprays: everyone there waits
+    with _from(console, "192.0.2.11") as other:
+        assert _sign_in(other, "vic").status_code == 303
+
+
+def test_back_off_grows_exponentially_and_is_capped(redis_server) -> None:
+    from console.security import LoginThrottle
+
+    now = [1000.0]
+    t = LoginThrottle(Store.from_url(redis_server.url), 5, 300, addr_max_failures=50, backoff_max_s=900,
+                      clock=lambda: now[0])
+    for _ in range(4):
+        t.failed("Ada", "10.0.0.1")
+    assert not t.blocked("ada", "10.0.0.1")
+    t.failed("ada", "10.0.0.1")  # 5th: 32 s from now
+    assert t.blocked("ada", "10.0.0.1") and not t.blocked("ada", "10.0.0.2") and not t.blocked("bob", "10.0.0.1")
+    now[0] += 31.9
+    assert t.blocked("ada", "10.0.0.1")
+    now[0] += 0.2
+    assert not t.blocked("ada", "10.0.0.1")
+    t.failed("ada", "10.0.0.1")  # 6th: 64 s, counted from this failure (not from the first)
+    now[0] += 63.9
+    assert t.blocked("ada", "10.0.0.1")
+    assert [t.delay_s(k) for k in (4, 5, 6, 9, 10, 40)] == [0, 32, 64, 512, 900, 900]
+    t.succeeded("ada", "10.0.0.1")
+    assert not t.blocked("ada", "10.0.0.1")
 
 
 def test_viewer_reads_but_cannot_write(web) -> None:

@@ -28,7 +28,13 @@ from installer.bootpart import (
 from cli.main import main
 from installer.flash import FlashError, TargetRefused, open_image, probe_target, read_back, write_image
 
-pytestmark = pytest.mark.skipif(shutil.which("mformat") is None, reason="GNU mtools not installed (apt-get install mtools)")
+pytestmark = [pytest.mark.skipif(shutil.which("mformat") is None, reason="GNU mtools not installed (apt-get install mtools)"),
+              pytest.mark.timeout(900)]  # the first flash of a run fetches the device's wheels (installer/supply.py)
+
+
+@pytest.fixture(autouse=True)
+def _device_wheels(supply_env):
+    """flash always builds the lonewatch wheel and fetches its dependencies: one cache per run."""
 
 DEVICE_TOML = """[device]
 id = "lw-0042"

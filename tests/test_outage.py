@@ -208,7 +208,7 @@ def test_lonewatch_status_shows_the_faults(redis_server) -> None:  # type: ignor
     from relay.brokerlink import FAULT_KEY
 
     store = register(redis_server.url, (DEV, 17))
-    assert "FAULT" not in CliRunner().invoke(main, ["status", "--redis-url", redis_server.url]).output
+    assert "FAULT:" not in CliRunner().invoke(main, ["status", "--redis-url", redis_server.url]).output
     ArcFaults(store.r).open(f"{DEV}:9", "panic", "rejected")
     store.r.hset(FAULT_KEY, mapping={"state": "raised", "raised_at": f"{time.time() - 30:.3f}"})
     out = CliRunner().invoke(main, ["status", "--redis-url", redis_server.url]).output

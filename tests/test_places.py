@@ -96,6 +96,23 @@ def test_bad_places_are_refused_with_file_and_line(tmp_path: Path, entry: str, e
     assert "places.toml:" in str(exc.value) and expect in str(exc.value)
 
 
+def test_a_bad_beacon_does_not_make_the_other_keys_unknown(tmp_path: Path) -> None:
+    text = '[[places]]\nbeacon = "laundry"\nsite = "Vaskeriet"\nbuilding = "Main"\nfloor = "1"\nroom = "x"\nnote = "n"\n'
+    with pytest.raises(ConfigError) as exc:
+        load_places_toml(places_file(tmp_path, text), sites=["Vaskeriet"])
+    message = str(exc.value)
+    assert "places.toml:2: places[0].beacon: not a beacon id" in message
+    assert "unknown key" not in message and message.count("places.toml:") == 1, message
+
+
+def test_upper_case_ibeacon_id_is_accepted_and_lowered(tmp_path: Path) -> None:
+    text = ('[[places]]\nbeacon = "IB:FDA50693-A4E2-4FB1-AFCF-C6EB07647825:1:17"\nsite = "Vaskeriet"\nroom = "x"\n'
+            '\n[[places]]\nbeacon = "EDDY:EDD1EBEAC04E5DEFA017:0000000000A1"\nsite = "Vaskeriet"\nroom = "y"\n')
+    places = load_places_toml(places_file(tmp_path, text), sites=["Vaskeriet"])
+    assert [p.beacon for p in places] == ["ib:fda50693-a4e2-4fb1-afcf-c6eb07647825:1:17",
+                                          "eddy:edd1ebeac04e5defa017:0000000000a1"]
+
+
 def run(*args: str):
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
 

@@ -100,3 +100,54 @@ def test_empty_recording_gives_a_report_that_says_so(tmp_path: Path) -> None:
     png = write_report(survey, tmp_path / "empty.html")
     assert "No usable samples" in (tmp_path / "empty.html").read_text()
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_simulated_walk_honours_every_and_duration(tmp_path: Path) -> None:
+    path = tmp_path / "short.jsonl"
+    result = CliRunner().invoke(main, ["survey", "run", "--simulate", "-o", str(path), "--every", "2",
+                                       "--duration", "3"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "notice:" not in result.output
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert 2 <= len(rows) < 4 * len(WALK)  # --duration ended the walk early
+    gaps = [b["t"] - a["t"] for a, b in zip(rows, rows[1:])]
+    assert all(g >= 1.9 for g in gaps), gaps  # --every 2 honoured (it was capped at 0.5 s)
+
+
+def test_simulated_walk_says_its_length_is_fixed(tmp_path: Path) -> None:
+    assert "fixed length" in CliRunner().invoke(main, ["survey", "run", "--help"]).output
+    path = tmp_path / "long.jsonl"
+    result = CliRunner().invoke(main, ["survey", "run", "--simulate", "-o", str(path), "--every", "0.2",
+                                       "--duration", "600"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "notice: the simulated walk has a fixed length of 28 samples" in result.output
+    assert len(path.read_text().splitlines()) == 4 * len(WALK)
+
+
+def test_report_warnings_name_the_file_and_reject_bad_values(walk: Path, tmp_path: Path) -> None:
+    good = walk.read_text().splitlines()[0]
+    row = json.loads(good)
+    bad = tmp_path / "odd.jsonl"
+    bad.write_bytes(b"\n".join([good.encode(), json.dumps({**row, "lat": 999}).encode(),
+                                json.dumps({**row, "sms_ready": "yes"}).encode(),
+                                json.dumps({**row, "gnss_fix": 1}).encode(),
+                                b"\x00\xff\xfe\x89PNG\x1a garbage", good.encode(), b"\x00\x01\xff\xd8"]))
+    result = CliRunner().invoke(main, ["survey", "report", str(bad), "-o", str(tmp_path / "r.html")],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    for warning in (f"{bad}:line 2: 999 outside -90..90", f"{bad}:line 3: sms_ready must be true or false",
+                    f"{bad}:line 4: gnss_fix must be true or false", f"{bad}:line 5: not a JSON line",
+                    f"{bad}:line 7: not a JSON line"):
+        assert warning in result.output
+    assert "cut off" not in result.output
+    assert [s.line for s in load_survey(bad).samples] == [1, 6]
+
+
+def test_report_of_a_recording_without_usable_samples_exits_1(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.jsonl"
+    junk.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xff\n" + b"[" * 100_000 + b"\n")
+    result = CliRunner().invoke(main, ["survey", "report", str(junk), "-o", str(tmp_path / "r.html")],
+                                catch_exceptions=False)
+    assert result.exit_code == 1
+    assert f"error: {junk} holds no usable sample" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "r.html").exists()

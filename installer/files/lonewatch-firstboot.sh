@@ -34,7 +34,7 @@ install -m 0644 "$SRC/99-lonewatch-modem.rules" /etc/udev/rules.d/99-lonewatch-m
 install -m 0644 "$SRC/lonewatch-device.service" "$SRC/lonewatch-install.service" /etc/systemd/system/
 install -m 0755 "$SRC/install.sh" /usr/local/lib/lonewatch/install.sh
 if [ -d "$SRC/wheels" ]; then
-  cp "$SRC"/wheels/*.whl /var/cache/lonewatch/ 2>/dev/null || true
+  cp "$SRC"/wheels/*.whl "$SRC"/wheels/requirements-*.txt /var/cache/lonewatch/ 2>/dev/null || true
 fi
 # What `systemctl enable` does, without needing a running manager.
 install -d -m 0755 /etc/systemd/system/multi-user.target.wants

@@ -23,6 +23,7 @@ MODULES += ("labstack.demo.scenario_console",)  # issue 13 (console)
 MODULES += ("labstack.demo.scenario_indoor",)  # issue 12
 MODULES += ("labstack.demo.scenario_arcpath",)  # issue 14
 MODULES += ("labstack.demo.scenario_guard",)  # issue 15
+MODULES += ("labstack.demo.scenario_supply",)  # issue 15 (supply chain)
 
 
 def scenario(name: str, description: str) -> Callable[[Scenario], Scenario]:
