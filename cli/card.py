@@ -71,6 +71,11 @@ def card(worker_name: str, output: str, language: str | None, registry_path: str
         pdf = card_for_worker(doc, worker_name, language, timings=timings)
     except CardError as exc:
         _fail(str(exc), EXIT_FAILED)
-    Path(output).write_bytes(pdf)
+    try:
+        Path(output).write_bytes(pdf)
+    except OSError as exc:
+        from cli.outputs import cannot_write
+
+        cannot_write(exc, output)
     lang = language or doc.worker(worker_name).language  # type: ignore[union-attr]
     click.echo(f"{output}: card for {worker_name} ({lang}), {len(pdf)} bytes")

@@ -106,6 +106,10 @@ def pki_init(pki_dir: Path, name: str) -> None:
         cert, key, created = p.init_ca(pki_dir, name=name)
     except p.PkiError as exc:
         _fail(str(exc))
+    except OSError as exc:
+        from cli.outputs import cannot_write
+
+        cannot_write(exc, pki_dir)
     click.echo(f"{'created' if created else 'kept existing'} CA: {cert} (key {key}, mode 0600 — keep it safe)")
 
 
@@ -131,6 +135,10 @@ def pki_issue_server(pki_dir: Path, hosts: tuple[str, ...], out: Path, owner: st
         issued = p.issue_server(pki_dir, out, hosts, renew=renew, owner=owner)
     except p.PkiError as exc:
         _fail(str(exc))
+    except OSError as exc:
+        from cli.outputs import cannot_write
+
+        cannot_write(exc, out)
     click.echo(f"{'issued' if issued.created else 'kept valid'} {issued.cert} for {', '.join(hosts)}")
 
 
@@ -155,6 +163,10 @@ def pki_issue_client(name: str, pki_dir: Path, out: Path, renew: bool) -> None:
         issued = p.issue_client(pki_dir, out, name, renew=renew)
     except p.PkiError as exc:
         _fail(str(exc))
+    except OSError as exc:
+        from cli.outputs import cannot_write
+
+        cannot_write(exc, out)
     click.echo(f"{'issued' if issued.created else 'kept valid'} {issued.cert} (CN={name})")
 
 
@@ -269,6 +281,10 @@ def provision(device_id: str, worker: str, site: str, account: str | None, zone:
         _fail(str(exc))
     except LonewatchError as exc:  # mosquitto_passwd missing and friends
         _fail(str(exc), EXIT_MISSING)
+    except OSError as exc:
+        from cli.outputs import cannot_write
+
+        cannot_write(exc, out)
     if as_json:
         _echo_json(result.as_dict())
         return

@@ -121,7 +121,13 @@ def relay_run(path: str) -> None:
     cfg = _load(load_relay_config, path)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s %(levelname)s %(message)s")
-    run_forever(cfg)
+    try:
+        run_forever(cfg)
+    except LonewatchError as exc:  # e.g. the [registry] file is missing or invalid (file:line), Redis down
+        from relay.store import StoreError
+
+        click.echo(f"error: {exc}" if isinstance(exc, StoreError) else str(exc), err=True)
+        sys.exit(EXIT_MISSING if isinstance(exc, StoreError) else EXIT_CONFIG)
 
 
 @main.group()
@@ -174,7 +180,10 @@ def check_config(kind: str, path: str) -> None:
     else:
         from relay.registry import load_registry_toml as loader  # type: ignore[assignment]
     cfg = _load(loader, path)
-    for warning in config_warnings(kind, cfg, path):
+    from cli.check_extra import extra_warnings
+
+    warnings = config_warnings(kind, cfg, path) + extra_warnings(kind, cfg, path)  # exits 2 on errors
+    for warning in warnings:
         click.echo(f"{path}: warning: {warning}", err=True)
     click.echo(f"{path}: ok")
 

@@ -131,7 +131,12 @@ def registry_export(output: str | None, config_path: str, redis_url: str | None)
     if output is None:
         click.echo(text, nl=False)
         return
-    fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as exc:
+        from cli.outputs import cannot_write
+
+        cannot_write(exc, output)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(text)
     click.echo(f"wrote {output}")

@@ -60,7 +60,13 @@ def survey_run(config_path: str, output: str, every_s: float | None, duration_s:
     """
     from device.survey import open_run
 
-    with open_run(output) as out:
+    try:
+        run_file = open_run(output)
+    except OSError as exc:
+        from cli.outputs import cannot_write
+
+        cannot_write(exc, output)
+    with run_file as out:
         if simulate:
             from labstack.servers import MissingServerError
             from labstack.survey_sim import simulated_walk
@@ -172,7 +178,12 @@ def survey_report(run_file: str, output: str, places_file: str | None, strict: b
     if not result.samples:
         click.echo(f"error: {run_file} holds no usable sample (see the warnings above); no report written", err=True)
         sys.exit(1)
-    png = write_report(result, output)
+    try:
+        png = write_report(result, output)
+    except OSError as exc:
+        from cli.outputs import cannot_write
+
+        cannot_write(exc, output)
     risky = result.at_risk()
     for p in risky:
         click.echo(f"{'FAIL' if p.verdict == 'fail' else 'SMS only'}: {p.place}")

@@ -58,7 +58,12 @@ def worker_export(name: str, output: str | None, config_path: str, redis_url: st
         _fail(str(exc), EXIT_FAILED)
     text = json.dumps(data, ensure_ascii=False, indent=2)
     if output:
-        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # personal data: owner only
+        try:
+            fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # personal data: owner only
+        except OSError as exc:
+            from cli.outputs import cannot_write
+
+            cannot_write(exc, output)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text + "\n")
         click.echo(f"{output}: {len(data['event_log'])} log entries, {len(data['alarms'])} alarms", err=True)

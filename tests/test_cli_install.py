@@ -122,6 +122,7 @@ def test_installing_a_device_walkthrough_works_as_written(tmp_path, wheel_cache)
     assert "provisioned lw-0042: new credentials" in out
     assert "read back and verified" in out
     assert "all checks passed" in out
+    assert len(re.findall(r"^PASS ", out, flags=re.M)) == 11  # README: "eleven `PASS` lines"
     assert re.search(r"ARC ACK from lab-arc\s+after \d+ ms", out)
     assert re.search(r"^lw-0042\s+Anna Hansen\s+Vestergade 12\s+\d+ s ago", out, flags=re.M)
     assert "lab stopped" in out

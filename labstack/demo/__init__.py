@@ -48,6 +48,7 @@ def run_demo(*, scenario: str = "panic", as_json: bool = False, arc_addr: str | 
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     ok = False
+    restore_sigterm = _sigterm_as_ctrl_c()
     try:
         with DemoStack(tl, workdir, arc_addr=arc_addr, timeout_s=timeout_s) as stack:
             beside = _open_console(stack) if console else None  # issue 13: lonewatch demo --console
@@ -63,6 +64,7 @@ def run_demo(*, scenario: str = "panic", as_json: bool = False, arc_addr: str | 
     except DemoError as exc:
         tl.add("error", reason=str(exc), log=str(workdir / "demo.log"))
     finally:
+        restore_sigterm()
         root.removeHandler(handler)
         root.setLevel(saved_level)
         handler.close()
@@ -71,6 +73,24 @@ def run_demo(*, scenario: str = "panic", as_json: bool = False, arc_addr: str | 
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     return 0 if ok else 1
+
+
+def _sigterm_as_ctrl_c():
+    """While the demo runs, SIGTERM (``kill``, systemd, a closing terminal's supervisor) acts
+    like Ctrl-C: KeyboardInterrupt in the main thread, so the stack stops Mosquitto, Redis,
+    the relay and the console instead of leaving them running. Returns the function that puts
+    the previous handler back (a no-op outside the main thread, where signals cannot be set)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 def _open_console(stack: DemoStack):
