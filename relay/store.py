@@ -52,22 +52,31 @@ from typing import Any, Final
 import redis
 import redis.cluster
 
-from protocol.errors import LonewatchError
 from protocol.messages import Alive, Event, Status, decode, encode
 
 from . import redis_scripts as lua
-from .fairshare import ROUTINE_JOB, ROUTINE_STREAM, is_urgent
+from .fairshare import ROUTINE_STREAM, is_urgent
+from .store_jobs import DispatchJobs
+from .store_keys import (  # noqa: F401  (re-exported: callers import these from relay.store)
+    DEADLETTER,
+    DISPATCH,
+    EVENT_TTL_S,
+    EVENTS,
+    GROUP,
+    INDEX,
+    PREFIX,
+    StoreDataError,
+    StoreError,
+    _by_stream,
+    _job_id,
+    _s,
+    device_key,
+    event_key,
+)
+from .store_supervision import SupervisionStore
 
 log = logging.getLogger(__name__)
 
-PREFIX: Final = "lw:"
-EVENTS: Final = PREFIX + "events"
-DISPATCH: Final = PREFIX + "dispatch"
-DEADLETTER: Final = PREFIX + "deadletter"
-GROUP: Final = "dispatchers"
-INDEX: Final = PREFIX + "deadlines"
-#: How long an event id is remembered for deduplication, in seconds (30 days).
-EVENT_TTL_S: Final = 30 * 24 * 3600
 #: ``arc`` states of an event record after which no dispatcher sends it again.
 ARC_TERMINAL: Final = ("acked", "rejected", "not_sent", "no_arc", "suppressed", "code_refused", "closed_undelivered",
                        "coalesced")
@@ -98,30 +107,6 @@ class SupervisionPolicy:
     def limit_s(self) -> float:
         """Seconds of silence before lost contact."""
         return self.alive_interval_s * self.missed_alives + self.grace_s
-
-
-def device_key(device_id: str, what: str) -> str:
-    """``lw:{<device>}:<what>``: a per-device key (hash tag = device id)."""
-    return f"{PREFIX}{{{device_id}}}:{what}"
-
-
-def event_key(event_id: str) -> str:
-    """``lw:{<device>}:event:<event id>`` (the device is the part before the last ``:``)."""
-    return device_key(event_id.rpartition(":")[0], f"event:{event_id}")
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
-class StoreError(LonewatchError, RuntimeError):
-    """Redis could not be reached (connection refused, timeout, loading); nothing was
-    stored. Retryable: the caller keeps the message and tries again."""
-
-
-class StoreDataError(LonewatchError, ValueError):
-    """Redis refused a command because of what was sent (a bug or data it cannot take).
-    Not retryable: retrying would block every message behind this one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +141,7 @@ def escalation_key(kind: str, ident: str = "") -> str:
     return f"{PREFIX}{{esc}}:{kind}" + (f":{ident}" if ident else "")
 
 
-class Store:
+class Store(SupervisionStore, DispatchJobs):
     """The relay's view of Redis. Thread-safe (redis-py's client uses a connection pool).
 
     Every method raises :class:`StoreError` when Redis is unavailable (retry later) and
@@ -474,100 +459,6 @@ class Store:
 
     # --- supervision (SPEC §3; scripts in relay.redis_scripts) -------------------------
 
-    def supervision_state(self, device_id: str) -> dict[str, str]:
-        """The device's supervision hash: ``heard``, ``on_shift``, ``lost``, ``checkin_state`` …"""
-        raw = self._call(self.r.hgetall, device_key(device_id, "sup"))
-        return {k.decode(): v.decode() for k, v in raw.items()}
-
-    def set_supervision(self, device_id: str, *, alive_interval_s: float | None = None, missed_alives: int | None = None,
-                        grace_s: float | None = None, mode: str | None = None) -> None:
-        """Per-device (or, called for each of its devices, per-site) supervision overrides;
-        None removes an override (the relay-wide default applies). Takes effect at the
-        device's next alive or event.
-
-        Raises:
-            ValueError: a value out of range or an unknown ``mode``.
-        """
-        if mode is not None and mode not in ("on_shift", "always", "off"):
-            raise ValueError(f"supervision mode must be on_shift, always or off, got {mode!r}")
-        for name, v in (("alive_interval_s", alive_interval_s), ("missed_alives", missed_alives), ("grace_s", grace_s)):
-            if v is not None and (v < 0 or (name != "grace_s" and v <= 0)):
-                raise ValueError(f"{name} must be positive, got {v!r}")
-        sets = {f: v for f, v in (("p_interval", alive_interval_s), ("p_missed", missed_alives), ("p_grace", grace_s), ("p_mode", mode)) if v is not None}
-        dels = [f for f, v in (("p_interval", alive_interval_s), ("p_missed", missed_alives), ("p_grace", grace_s), ("p_mode", mode)) if v is None]
-        pipe = self.r.pipeline(transaction=True)
-        key = device_key(device_id, "sup")
-        if sets:
-            pipe.hset(key, mapping=sets)
-        pipe.hdel(key, *dels) if dels else None
-        pipe.hset(key, "lost_idx", "0")  # re-index at the next alive: the deadline may be earlier now
-        self._call(pipe.execute)
-
-    def due_members(self, now: float, count: int = 500) -> list[tuple[str, float]]:
-        """Index members due at ``now``: ``(member, score)``, earliest first."""
-        rows = self._call(self.r.zrangebyscore, INDEX, "-inf", now, start=0, num=count, withscores=True)
-        return [(_s(m), float(sc)) for m, sc in rows]
-
-    def next_due(self) -> float | None:
-        """The earliest score in the index, or None when it is empty."""
-        rows = self._call(self.r.zrange, INDEX, 0, 0, withscores=True)
-        return float(rows[0][1]) if rows else None
-
-    def claim_member(self, member: str, seen: float, lease_until: float) -> bool:
-        """Compare-and-set: True if ``member`` still had score ``seen`` and now holds the
-        lease ``lease_until`` (this sweeper owns it until then)."""
-        return bool(self._call(self._claim_member, keys=[INDEX], args=[member, repr(seen), repr(lease_until)]))
-
-    def sweep_member(self, member: str, now: float) -> tuple[float | None, list[Event], list[Event]]:
-        """Run the sweep script for a claimed member (``lost:<id>``, ``checkin:<id>``,
-        ``q:<id>``) and queue what it returns. Returns ``(next due or None, raised events,
-        re-queued events)``.
-        """
-        what, _, dev = member.partition(":")
-        args = [f"{now:.3f}", dev, device_key(dev, "event:"), *self._policy_args(), EVENT_TTL_S,
-                {"lost": "lost", "checkin": "checkin"}.get(what, "queue"), self.supervision.requeue_after_s]  # fmt: skip
-        res = self._call(self._sweep, keys=[device_key(dev, "state"), device_key(dev, "sup"), device_key(dev, "unqueued")], args=args)
-        nxt, n_raised, triples = _s(res[0]), int(res[1]), self._triples(res[2:])
-        self._enqueue(dev, [(e, k, j, True) for e, k, j in triples], {})
-        self._announce(triples[:n_raised])
-        events = [decode(j) for _, _, j in triples]
-        return (float(nxt) if nxt else None), events[:n_raised], events[n_raised:]  # type: ignore[return-value]
-
-    def settle_member(self, member: str, lease_until: float, next_due: float | None) -> None:
-        """After a sweep: the member's next due (None drops it), unless a writer changed it
-        since the claim (then only lowered)."""
-        self._call(self._settle_member, keys=[INDEX], args=[member, repr(lease_until), "" if next_due is None else repr(next_due)])
-
-    def index_size(self) -> tuple[int, int]:
-        """``(members, overdue members)`` of the supervision index (metrics)."""
-        pipe = self.r.pipeline(transaction=False)
-        pipe.zcard(INDEX)
-        pipe.zcount(INDEX, "-inf", time.time())
-        total, overdue = self._call(pipe.execute)
-        return int(total), int(overdue)
-
-    def dispatch_backlog(self) -> dict[str, int]:
-        """Dispatch backlog over the urgent and the routine stream: ``pending`` (taken, not
-        finished) and ``lag`` (not yet taken by any dispatcher; Redis ≥ 7), ``length``."""
-        out = {"pending": 0, "lag": 0, "length": 0}
-        for stream in (DISPATCH, ROUTINE_STREAM):
-            try:
-                groups = self._call(self.r.xinfo_groups, stream)
-            except StoreDataError:  # no stream yet
-                continue
-            g = next((g for g in groups if _s(g.get("name", "")) == GROUP), None)
-            length = int(self._call(self.r.xlen, stream))
-            out["length"] += length
-            if g is None:
-                out["lag"] += length
-                continue
-            lag = g.get("lag")
-            out["pending"] += int(g.get("pending", 0))
-            out["lag"] += int(lag) if lag is not None else 0
-        return out
-
-    # --- dead letters ------------------------------------------------------------------
-
     def dead_letter(self, topic: str, payload: bytes, reason: str) -> None:
         """Keep bad input with the reason (SPEC §3). Payload capped at 8 KiB, kept as text
         with undecodable bytes replaced."""
@@ -583,59 +474,6 @@ class Store:
 
     # --- dispatch jobs (Redis stream consumer group: at-least-once, survives relay crash) ---
 
-    def ensure_group(self) -> None:
-        """Create the dispatch consumer groups (urgent and routine stream) if missing."""
-        for stream in (DISPATCH, ROUTINE_STREAM):
-            try:
-                self.r.xgroup_create(stream, GROUP, id="0", mkstream=True)
-            except redis.ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise StoreError(str(exc)) from exc
-            except redis.RedisError as exc:
-                raise StoreError(str(exc)) from exc
-
-    def next_jobs(self, consumer: str, block_ms: int = 1000, count: int = 10) -> list[tuple[str, str]]:
-        """New dispatch jobs for ``consumer`` as ``(job id, event id)`` pairs: urgent ones
-        first (issue 15); routine job ids carry the prefix ``routine/``."""
-        # One stream per read (the two streams are in different cluster slots); while idle,
-        # block on the urgent stream in short slices so an alarm is taken at once.
-        deadline = time.monotonic() + block_ms / 1000
-        while True:
-            for stream in (DISPATCH, ROUTINE_STREAM):
-                resp = self._call(self.r.xreadgroup, GROUP, consumer, {stream: ">"}, count=count)
-                if resp:
-                    return [(_job_id(stream, jid), f[b"id"].decode()) for _, entries in resp for jid, f in entries]
-            left_ms = int((deadline - time.monotonic()) * 1000)
-            if left_ms <= 0:
-                return []
-            resp = self._call(self.r.xreadgroup, GROUP, consumer, {DISPATCH: ">"}, count=count, block=min(left_ms, 100))
-            if resp:
-                return [(_job_id(DISPATCH, jid), f[b"id"].decode()) for _, entries in resp for jid, f in entries]
-
-    def reclaim_jobs(self, consumer: str, min_idle_ms: int, count: int = 10) -> list[tuple[str, str]]:
-        """Jobs another (dead) consumer took but did not finish within ``min_idle_ms``
-        (urgent ones first; routine ids prefixed ``routine/``)."""
-        for stream in (DISPATCH, ROUTINE_STREAM):
-            resp = self._call(self.r.xautoclaim, stream, GROUP, consumer, min_idle_ms, start_id="0-0", count=count)
-            jobs = [(_job_id(stream, jid), f[b"id"].decode()) for jid, f in resp[1] if f]
-            if jobs:
-                return jobs
-        return []
-
-    def touch_jobs(self, consumer: str, job_ids: list[str]) -> None:
-        """Reset the idle time of jobs this consumer is still working on (XCLAIM JUSTID), so
-        no other relay reclaims them while, say, the ARC is being retried."""
-        for stream, ids in _by_stream(job_ids).items():
-            if ids:
-                self._call(self.r.xclaim, stream, GROUP, consumer, 0, ids, justid=True)
-
-    def finish_job(self, job_id: str) -> None:
-        """Acknowledge a dispatch job (XACK): it is done and will not be redelivered."""
-        ((stream, ids),) = ((s, i) for s, i in _by_stream([job_id]).items() if i)
-        self._call(self.r.xack, stream, GROUP, *ids)
-
-    # --- SIA DC-09 sequence numbers ----------------------------------------------------
-
     def next_sequence(self, account: str) -> int:
         """Next SIA DC-09 sequence number for ``account``: 1–9999, wrapping (SPEC §4);
         persistent across restarts and shared by every relay instance."""
@@ -647,19 +485,6 @@ class Store:
         return bool(self._call(self.r.ping))
 
 
-def _job_id(stream: Any, jid: Any) -> str:
-    """A dispatcher's job id: the stream entry id, ``routine/``-prefixed for routine jobs."""
-    return (ROUTINE_JOB if _s(stream) == ROUTINE_STREAM else "") + _s(jid)
-
-
-def _by_stream(job_ids: list[str]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {DISPATCH: [], ROUTINE_STREAM: []}
-    for j in job_ids:
-        if j.startswith(ROUTINE_JOB):
-            out[ROUTINE_STREAM].append(j[len(ROUTINE_JOB):])
-        else:
-            out[DISPATCH].append(j)
-    return out
 
 
 def dumps(obj: Any) -> str:

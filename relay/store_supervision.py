@@ -1,0 +1,100 @@
+"""The supervision part of :class:`relay.store.Store` (SPEC §3 "Supervision"): per-device
+supervision settings and the deadline index (``lw:deadlines`` zset) that the sweeper claims,
+sweeps and settles (:mod:`relay.supervision`, batched in :mod:`relay.sweep_batch`).
+
+A mixin: it uses the store's Redis client (``self.r``), ``self._call`` and its Lua scripts;
+import :class:`relay.store.Store`, never this class alone.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from protocol.messages import Event, decode
+
+from .store_keys import (
+    EVENT_TTL_S,
+    INDEX,
+    _s,
+    device_key,
+)
+
+
+class SupervisionStore:
+    """Supervision state and the deadline index; mixed into :class:`relay.store.Store`."""
+
+    r: Any
+    _call: Any
+
+    def supervision_state(self, device_id: str) -> dict[str, str]:
+        """The device's supervision hash: ``heard``, ``on_shift``, ``lost``, ``checkin_state`` …"""
+        raw = self._call(self.r.hgetall, device_key(device_id, "sup"))
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    def set_supervision(self, device_id: str, *, alive_interval_s: float | None = None, missed_alives: int | None = None,
+                        grace_s: float | None = None, mode: str | None = None) -> None:
+        """Per-device (or, called for each of its devices, per-site) supervision overrides;
+        None removes an override (the relay-wide default applies). Takes effect at the
+        device's next alive or event.
+
+        Raises:
+            ValueError: a value out of range or an unknown ``mode``.
+        """
+        if mode is not None and mode not in ("on_shift", "always", "off"):
+            raise ValueError(f"supervision mode must be on_shift, always or off, got {mode!r}")
+        for name, v in (("alive_interval_s", alive_interval_s), ("missed_alives", missed_alives), ("grace_s", grace_s)):
+            if v is not None and (v < 0 or (name != "grace_s" and v <= 0)):
+                raise ValueError(f"{name} must be positive, got {v!r}")
+        sets = {f: v for f, v in (("p_interval", alive_interval_s), ("p_missed", missed_alives), ("p_grace", grace_s), ("p_mode", mode)) if v is not None}
+        dels = [f for f, v in (("p_interval", alive_interval_s), ("p_missed", missed_alives), ("p_grace", grace_s), ("p_mode", mode)) if v is None]
+        pipe = self.r.pipeline(transaction=True)
+        key = device_key(device_id, "sup")
+        if sets:
+            pipe.hset(key, mapping=sets)
+        pipe.hdel(key, *dels) if dels else None
+        pipe.hset(key, "lost_idx", "0")  # re-index at the next alive: the deadline may be earlier now
+        self._call(pipe.execute)
+
+    def due_members(self, now: float, count: int = 500) -> list[tuple[str, float]]:
+        """Index members due at ``now``: ``(member, score)``, earliest first."""
+        rows = self._call(self.r.zrangebyscore, INDEX, "-inf", now, start=0, num=count, withscores=True)
+        return [(_s(m), float(sc)) for m, sc in rows]
+
+    def next_due(self) -> float | None:
+        """The earliest score in the index, or None when it is empty."""
+        rows = self._call(self.r.zrange, INDEX, 0, 0, withscores=True)
+        return float(rows[0][1]) if rows else None
+
+    def claim_member(self, member: str, seen: float, lease_until: float) -> bool:
+        """Compare-and-set: True if ``member`` still had score ``seen`` and now holds the
+        lease ``lease_until`` (this sweeper owns it until then)."""
+        return bool(self._call(self._claim_member, keys=[INDEX], args=[member, repr(seen), repr(lease_until)]))
+
+    def sweep_member(self, member: str, now: float) -> tuple[float | None, list[Event], list[Event]]:
+        """Run the sweep script for a claimed member (``lost:<id>``, ``checkin:<id>``,
+        ``q:<id>``) and queue what it returns. Returns ``(next due or None, raised events,
+        re-queued events)``.
+        """
+        what, _, dev = member.partition(":")
+        args = [f"{now:.3f}", dev, device_key(dev, "event:"), *self._policy_args(), EVENT_TTL_S,
+                {"lost": "lost", "checkin": "checkin"}.get(what, "queue"), self.supervision.requeue_after_s]  # fmt: skip
+        res = self._call(self._sweep, keys=[device_key(dev, "state"), device_key(dev, "sup"), device_key(dev, "unqueued")], args=args)
+        nxt, n_raised, triples = _s(res[0]), int(res[1]), self._triples(res[2:])
+        self._enqueue(dev, [(e, k, j, True) for e, k, j in triples], {})
+        self._announce(triples[:n_raised])
+        events = [decode(j) for _, _, j in triples]
+        return (float(nxt) if nxt else None), events[:n_raised], events[n_raised:]  # type: ignore[return-value]
+
+    def settle_member(self, member: str, lease_until: float, next_due: float | None) -> None:
+        """After a sweep: the member's next due (None drops it), unless a writer changed it
+        since the claim (then only lowered)."""
+        self._call(self._settle_member, keys=[INDEX], args=[member, repr(lease_until), "" if next_due is None else repr(next_due)])
+
+    def index_size(self) -> tuple[int, int]:
+        """``(members, overdue members)`` of the supervision index (metrics)."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zcard(INDEX)
+        pipe.zcount(INDEX, "-inf", time.time())
+        total, overdue = self._call(pipe.execute)
+        return int(total), int(overdue)
