@@ -40,8 +40,7 @@ def _owners(s: System) -> dict[str, int]:
 
 def one_run(n_alarms: int) -> tuple[list[float], int, float]:
     """(kill → ARC ACK s of each held alarm, how many alarms lacked the device's ``arc`` ack,
-    how long the ARC was down before the kill s — the surviving relay's own ARC retry backoff
-    grows with it, and the per-device order holds taken-over alarms behind that retry).
+    how long the ARC was down before the kill s, recorded so a slow run can be told apart).
 
     Raises:
         RuntimeError: the jobs were never taken, or an alarm did not reach the ARC in GIVE_UP_S.
