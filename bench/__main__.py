@@ -49,6 +49,7 @@ def main(argv: list[str]) -> int:
     from . import b_voice  # issue 11
 
     plan["voice"] = lambda: b_voice.run(reps=2 if args.quick else 5)
+    plan["takeover"] = lambda: __import__("bench.b_takeover").b_takeover.run(runs=1 if args.quick else 3)  # issue 15
     names = [n.strip() for n in args.only.split(",") if n.strip()] or list(plan)
     unknown = [n for n in names if n not in plan]
     if unknown:

@@ -148,7 +148,13 @@ class TestEventSession:
             raise RoundTripError(f"TLS handshake with {where} failed: {exc}",
                                  "is this the broker's TLS port (8883)? a client certificate may be required") from None
         except ConnectionRefusedError:
-            raise RoundTripError(f"nothing listens on {where}", "check [mqtt] host/port and that the broker runs") from None
+            from pathlib import Path
+
+            from .doctor_hints import port_changed_fix
+
+            near = [Path(p).parent for p in (m.ca_file, self.cfg.queue_path) if p]
+            raise RoundTripError(f"nothing listens on {where}",
+                                 port_changed_fix(m.host, m.port, self.device_id, near)) from None
         except OSError as exc:
             raise RoundTripError(f"cannot reach {where}: {exc.strerror or exc}",
                                  "check the network route (cellular data / Wi-Fi), DNS and firewalls") from None

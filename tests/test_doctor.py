@@ -113,6 +113,49 @@ def test_no_broker_listening(device_toml, tmp_path):
     assert code == 1 and "nothing listens" in _by_name(doc)["broker"]["detail"]
 
 
+def test_no_broker_listening_names_the_port_change_and_the_labs_port_now(lab, device_toml, tmp_path):
+    # A device provisioned against a lab whose broker moved (lab restarted over a new
+    # directory, broker reconfigured): the fix names the likely cause and the lab's port now
+    # (issue 15). The lab's lab-state.json is found next to the device's directories.
+    from labstack.servers import free_port
+
+    cfg = load_device_config(device_toml)
+    old_port = free_port()
+    bad = tmp_path / "device.toml"
+    write_device_config(replace(cfg, mqtt=replace(cfg.mqtt, port=old_port)), bad)
+    code, doc = _doctor("-c", str(bad), "--skip", "button", "--skip", "modem")
+    broker = _by_name(doc)["broker"]
+    assert code == 1 and f"nothing listens on localhost:{old_port}" in broker["detail"]
+    assert "port likely changed since lw-0042 was provisioned" in broker["fix"]
+    assert "`lonewatch provision` for lw-0042" in broker["fix"]
+    assert f"the lab in {lab.dir.resolve()} uses port {lab.info.broker_port} now" in broker["fix"]
+    state = json.loads((lab.dir / "lab-state.json").read_text())
+    assert state["relay_password"] not in broker["fix"] and state["redis_password"] not in broker["fix"]
+
+
+def test_port_change_hint_without_a_lab_and_over_damaged_state(tmp_path):
+    from device.doctor_hints import find_lab_ports, port_changed_fix
+
+    dev = tmp_path / "site" / "devices" / "lw-0007"
+    dev.mkdir(parents=True)
+    plain = port_changed_fix("localhost", 18830, "lw-0007", [dev])
+    assert "port likely changed" in plain and "the lab in" not in plain
+    # A damaged or foreign file next to the device gives no hint and no error.
+    (tmp_path / "site" / "lab").mkdir()
+    (tmp_path / "site" / "lab" / "lab-state.json").write_text("{not json")
+    (tmp_path / "site" / "other").mkdir()
+    (tmp_path / "site" / "other" / "lab-state.json").write_text('{"broker_port": "x"}')
+    assert find_lab_ports([dev]) == {}
+    (tmp_path / "site" / "lab" / "lab-state.json").write_text('{"broker_port": 24001, "relay_password": "s3cret"}')
+    assert find_lab_ports([dev]) == {(tmp_path / "site" / "lab").resolve(): 24001}
+    fix = port_changed_fix("127.0.0.1", 18830, "lw-0007", [dev])
+    assert "uses port 24001 now" in fix and "s3cret" not in fix
+    # The lab's own port, nothing listening: the lab is not running.
+    assert "is not running" in port_changed_fix("localhost", 24001, "lw-0007", [dev])
+    # A broker on another host: a lab on this machine says nothing about it.
+    assert "the lab in" not in port_changed_fix("broker.example.net", 18830, "lw-0007", [dev])
+
+
 def test_an_unregistered_device_fails_the_relay_round_trip(lab, tmp_path):
     toml = _provision(lab, tmp_path, "lw-0099", 99, register=False)
     code, doc = _doctor("-c", str(toml), "--skip", "button", "--skip", "modem", "--relay-timeout", "1.5")
