@@ -280,6 +280,13 @@ def test_root_running_test_alarm_leaves_the_queue_to_the_daemons_user(lab, devic
         state = base / "state"
         state.mkdir(mode=0o700)
         os.chown(state, nobody.pw_uid, nobody.pw_gid)
+        # A fresh state folder for a device id the lab has heard before: start its sequence past
+        # the earlier tests' event ids, or the relay rightly reports the ids as reused (issue 15).
+        from device.queue import EventQueue
+
+        EventQueue(state / "queue.db", sequence_floor=int(time.time()) + 1_000_000).close()
+        for f in state.iterdir():
+            os.chown(f, nobody.pw_uid, nobody.pw_gid)
         cfg = load_device_config(device_toml)
         toml = base / "device.toml"
         write_device_config(replace(cfg, device=replace(cfg.device, state_dir=str(state))), toml)
