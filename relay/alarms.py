@@ -357,7 +357,9 @@ class AlarmStore:
         """Alarms that were told to this phone number (any state), newest first."""
         ids = self._call(self.r.smembers, escalation_key("bynumber", e164))
         alarms = [a for a in (self.get(i.decode()) for i in ids) if a is not None]
-        return sorted(alarms, key=lambda a: float(a.get("opened_at", "0") or 0), reverse=True)
+        # Newest first; alarms opened in the same instant by their ref (then id), so the
+        # "several alarms are open" SMS lists them in the same order every time.
+        return sorted(alarms, key=lambda a: (float(a.get("opened_at", "0") or 0), a.ref or 0, a.id), reverse=True)
 
     def log_inbound(self, number: str, text: str, result: str) -> None:
         """Keep an inbound SMS and what became of it (``inbox`` stream, capped)."""

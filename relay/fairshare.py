@@ -134,7 +134,7 @@ def arc_test_coalesced(store, event: Event, period_s: float, wait_s: float = 10.
     """
     if event.kind != "test" or period_s <= 0:
         return None
-    from .store import device_key
+    from .store import ARC_TERMINAL, device_key
 
     key, px = device_key(event.device, "testgate"), int(period_s * 1000)
     if store._call(store.r.set, key, event.id, nx=True, px=px):
@@ -149,7 +149,12 @@ def arc_test_coalesced(store, event: Event, period_s: float, wait_s: float = 10.
         state = rec[1].get("arc") if rec else None
         if state == "acked":
             return {"receiver": rec[1].get("arc_receiver", ""), "latency_ms": 0.0, "coalesced_into": holder}
-        if state not in ("pending", "retrying") or time.monotonic() > deadline:
+        # Still on its way (no arc state yet, being sent, retrying) → wait; only a final state
+        # other than acked (or a vanished record) hands the gate to this one. Checking for
+        # "pending"/"retrying" alone let a second worker send while the first had not yet
+        # marked its test (two 601s within a period under load).
+        failed = rec is None or (state in ARC_TERMINAL and state != "acked")
+        if failed or time.monotonic() > deadline:
             store._call(store.r.set, key, event.id, px=px)  # it failed or is gone: this one goes
             return None
         time.sleep(0.02)
