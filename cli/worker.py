@@ -96,6 +96,12 @@ def worker_erase(name: str, yes: bool, as_json: bool, config_path: str, redis_ur
                f"{done['event_records_deleted'] + done['event_log_deleted']} event entries and "
                f"{done['dead_letters_deleted']} dead letter(s) deleted; devices removed from the registry: "
                f"{', '.join(done['devices_removed']) or 'none'}")
+    if done["devices_removed"]:
+        # The broker's password file / CA are not in Redis: the credentials still work until
+        # the installer removes them (a decommissioned device must not keep publishing).
+        click.echo("note: their broker credentials still work — remove them: "
+                   + "; ".join(f"mosquitto_passwd -D <broker-dir>/passwd {d} (password) or "
+                               f"lonewatch pki revoke {d} (certificate)" for d in done["devices_removed"]), err=True)
 
 
 @click.group("retention")

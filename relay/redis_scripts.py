@@ -186,67 +186,6 @@ if r then for _, v in ipairs(r) do table.insert(out, v) end end
 return out
 """
 
-#: One sweep of one index member of a device: ``what`` = ``lost`` / ``checkin`` / ``queue``.
-#: Raises what is due exactly once (the state decides, atomically), and every sweep also
-#: returns the device's events that were stored but not queued for ``requeue after``
-#: seconds (outbox: a relay died between storing and queueing). Returns
-#: ``{next_due or '' (drop the member), n raised (0/1), [id, kind, json]…}`` — events to
-#: put on the dispatch stream, the newly raised one first.
-SWEEP: Final = _LIB + r"""
--- KEYS: state hash, sup hash, unqueued set
--- ARGV: now, device, event prefix, interval, missed, grace, mode, ttl, what, requeue after
-local now, dev, prefix, ttl, what = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[8]), ARGV[9]
-local sup, state, unq = KEYS[2], KEYS[1], KEYS[3]
-local nxt, out = nil, {}
-if what == 'lost' then
-  local limit, mode = policy(sup, ARGV[4], ARGV[5], ARGV[6], ARGV[7])
-  local h = tonumber(redis.call('HGET', sup, 'heard'))
-  if not supervising(sup, mode) or redis.call('HGET', sup, 'lost') == '1' or not h then
-    redis.call('HSET', sup, 'lost_idx', '0')
-  elseif h + limit > now then
-    nxt = h + limit
-  else
-    local due = h + limit
-    redis.call('HSET', sup, 'lost', '1', 'lost_at', fmt(now), 'lost_idx', '0')
-    out = raise(dev, prefix, sup, state, unq, 'lost_contact', now,
-                {last_heard = h, deadline = due, limit_s = limit, late_s = tonumber(fmt(now - due))}, ttl)
-    redis.call('HSET', sup, 'lost_event', out[1])
-  end
-elseif what == 'checkin' then
-  if redis.call('HGET', sup, 'checkin_state') == 'armed' then
-    local due = tonumber(redis.call('HGET', sup, 'checkin_due')) or now
-    if due > now then
-      nxt = due
-    else
-      redis.call('HSET', sup, 'checkin_state', 'raised')
-      out = raise(dev, prefix, sup, state, unq, 'missed_checkin', now,
-                  {checkin = redis.call('HGET', sup, 'checkin_event') or '', deadline = due, late_s = tonumber(fmt(now - due))}, ttl)
-      redis.call('HSET', sup, 'checkin_raised', out[1])
-    end
-  end
-end
-local after, raised = tonumber(ARGV[10]), out[1]
-for _, id in ipairs(redis.call('SMEMBERS', unq)) do
-  local rec = redis.call('HMGET', prefix .. id, 'stored_at', 'json', 'queued')
-  if not rec[2] or rec[3] ~= '0' then
-    redis.call('SREM', unq, id)
-  elseif id ~= raised then
-    local at = (tonumber(rec[1]) or 0) + after
-    if at <= now then
-      table.insert(out, id); table.insert(out, cjson.decode(rec[2])['kind']); table.insert(out, rec[2])
-      at = now + after  -- look again later, in case this sweeper dies too
-    end
-    if not nxt or at < nxt then nxt = at end
-  end
-end
-if raised and (not nxt or now + after < nxt) then nxt = now + after end
-local res = {'', 0}
-if nxt then res[1] = fmt(nxt) end
-if raised then res[2] = 1 end
-for _, v in ipairs(out) do table.insert(res, v) end
-return res
-"""
-
 #: After the events are on the dispatch stream: mark them queued (outbox done).
 MARK_QUEUED: Final = r"""
 -- KEYS: unqueued set; ARGV: event prefix, id, id, …
@@ -257,31 +196,6 @@ for i = 2, #ARGV do
   end
 end
 return #ARGV - 1
-"""
-
-#: Claim a due index member: its score must still be the one seen; it becomes the lease.
-CLAIM_MEMBER: Final = r"""
--- KEYS: index zset; ARGV: member, seen score, lease score
-local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if s and tonumber(s) == tonumber(ARGV[2]) then
-  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
-  return 1
-end
-return 0
-"""
-
-#: Settle a claimed member: if nobody touched it since the claim, set the next due (or drop
-#: it); if a writer did, only lower it (a writer's plain ZADD is newer truth).
-SETTLE_MEMBER: Final = r"""
--- KEYS: index zset; ARGV: member, lease score, next due or ''
-local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if s and tonumber(s) == tonumber(ARGV[2]) then
-  if ARGV[3] == '' then redis.call('ZREM', KEYS[1], ARGV[1])
-  else redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1]) end
-elseif ARGV[3] ~= '' then
-  redis.call('ZADD', KEYS[1], 'LT', ARGV[3], ARGV[1])
-end
-return 1
 """
 
 #: Dispatch lease on an event: one dispatcher at a time sends it to the ARC, whatever

@@ -160,10 +160,7 @@ class Store(SupervisionStore, DispatchJobs):
         self.dead_letter_hooks: list[Any] = []
         self._store_event = client.register_script(lua.STORE_EVENT)
         self._update_alive = client.register_script(lua.UPDATE_ALIVE)
-        self._sweep = client.register_script(lua.SWEEP)
         self._mark_queued = client.register_script(lua.MARK_QUEUED)
-        self._claim_member = client.register_script(lua.CLAIM_MEMBER)
-        self._settle_member = client.register_script(lua.SETTLE_MEMBER)
         self._lease_event = client.register_script(lua.LEASE_EVENT)
 
     @classmethod

@@ -11,10 +11,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from protocol.messages import Event, decode
 
 from .store_keys import (
-    EVENT_TTL_S,
     INDEX,
     _s,
     device_key,
@@ -65,31 +63,6 @@ class SupervisionStore:
         """The earliest score in the index, or None when it is empty."""
         rows = self._call(self.r.zrange, INDEX, 0, 0, withscores=True)
         return float(rows[0][1]) if rows else None
-
-    def claim_member(self, member: str, seen: float, lease_until: float) -> bool:
-        """Compare-and-set: True if ``member`` still had score ``seen`` and now holds the
-        lease ``lease_until`` (this sweeper owns it until then)."""
-        return bool(self._call(self._claim_member, keys=[INDEX], args=[member, repr(seen), repr(lease_until)]))
-
-    def sweep_member(self, member: str, now: float) -> tuple[float | None, list[Event], list[Event]]:
-        """Run the sweep script for a claimed member (``lost:<id>``, ``checkin:<id>``,
-        ``q:<id>``) and queue what it returns. Returns ``(next due or None, raised events,
-        re-queued events)``.
-        """
-        what, _, dev = member.partition(":")
-        args = [f"{now:.3f}", dev, device_key(dev, "event:"), *self._policy_args(), EVENT_TTL_S,
-                {"lost": "lost", "checkin": "checkin"}.get(what, "queue"), self.supervision.requeue_after_s]  # fmt: skip
-        res = self._call(self._sweep, keys=[device_key(dev, "state"), device_key(dev, "sup"), device_key(dev, "unqueued")], args=args)
-        nxt, n_raised, triples = _s(res[0]), int(res[1]), self._triples(res[2:])
-        self._enqueue(dev, [(e, k, j, True) for e, k, j in triples], {})
-        self._announce(triples[:n_raised])
-        events = [decode(j) for _, _, j in triples]
-        return (float(nxt) if nxt else None), events[:n_raised], events[n_raised:]  # type: ignore[return-value]
-
-    def settle_member(self, member: str, lease_until: float, next_due: float | None) -> None:
-        """After a sweep: the member's next due (None drops it), unless a writer changed it
-        since the claim (then only lowered)."""
-        self._call(self._settle_member, keys=[INDEX], args=[member, repr(lease_until), "" if next_due is None else repr(next_due)])
 
     def index_size(self) -> tuple[int, int]:
         """``(members, overdue members)`` of the supervision index (metrics)."""

@@ -37,7 +37,7 @@ end
 return out
 """
 
-#: Settle claimed members (SETTLE_MEMBER for many). KEYS: index; ARGV: lease, member,
+#: Settle claimed members. KEYS: index; ARGV: lease, member,
 #: next due or '', member, next …
 SETTLE_BATCH: Final = r"""
 for i = 2, #ARGV, 2 do
