@@ -213,7 +213,7 @@ def test_demo_with_console_stopped_by_sigterm_leaves_no_server_running():
         names = {Path(f"/proc/{pid}/comm").read_text().strip() for pid in children}
         assert {"mosquitto", "redis-server"} <= names and len(children) >= 3, names  # the servers a SIGTERM used to leave behind
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
+        _out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:  # a failed assertion above: still clean up what the demo started
             proc.send_signal(signal.SIGINT)
@@ -223,7 +223,8 @@ def test_demo_with_console_stopped_by_sigterm_leaves_no_server_running():
                 proc.kill()
                 proc.wait()
     assert "Traceback" not in err, err
-    assert '"console_closed"' in out
+    # (``console_closed`` is on the timeline only when the signal lands in the console's wait;
+    # what matters is that nothing is left running.)
     left = [pid for pid, started in children.items() if _alive(pid, started)]
     assert not left, left
 

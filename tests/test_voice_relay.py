@@ -114,7 +114,9 @@ def test_a_receiver_that_refuses_606_never_holds_back_the_alarm_or_later_events(
         # Issue 14: refused by its code alone at every receiver (that ACKs other codes) → final,
         # recorded per receiver and code, never a lost alarm; the ladder tried it plainer first.
         assert wait_until(lambda: (store.event("lw-0001:2") or (None, {}))[1].get("arc") == "code_refused", 10)
-        assert wait_until(lambda: arc.answers[-1:] == [("406", "ACK")], 10), arc.answers
+        # The alarm and the cancel after it were ACKed (two dispatch workers: the 606's plainer
+        # retries may come before or after the 406).
+        assert wait_until(lambda: {("122", "ACK"), ("406", "ACK")} <= set(arc.answers), 10), arc.answers
     finally:
         dispatcher.stop()
         arc.sock.close()
