@@ -61,8 +61,10 @@ def test_a_flood_from_one_device_does_not_starve_anothers_panic(mosquitto, broke
             assert wait_until(lambda: store.dispatch_backlog()["lag"] == 0 and store.dispatch_backlog()["pending"] == 0, 30)
             # One test signal: under load an ARC ACK slower than the receiver timeout makes the relay
             # resend the same frame, with the same DC-09 sequence, which an ARC discards as a repeat.
+            # A second distinct one goes only when the period's first was not ACKed within the gate's
+            # wait (10 s, relay/fairshare.py) — possible on a loaded CI machine, never 10 000.
             tests = {(e["zone"], e["sequence"]) for e in list(arc.events) if e["code"] == "601"}
-            assert len(tests) == 1, list(arc.events)
+            assert 1 <= len(tests) <= 2, list(arc.events)
             assert relay.pipeline.counts["coalesced"] > FLOOD / 2
             assert faults(store, A)[RATE_LIMIT]["count"] == 1 and A in faults(store, A)[RATE_LIMIT]["text"]
             assert B not in str(faults(store, B))
