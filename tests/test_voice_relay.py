@@ -120,8 +120,9 @@ def test_a_receiver_that_refuses_606_never_holds_back_the_alarm_or_later_events(
     finally:
         dispatcher.stop()
         arc.sock.close()
-    assert arc.answers[0] == ("122", "ACK") and arc.answers[-1] == ("406", "ACK")
-    assert set(arc.answers[1:-1]) == {("606", "DUH")}
+    assert arc.answers[0] == ("122", "ACK")  # the alarm first (per-device order)
+    assert arc.answers.count(("406", "ACK")) == 1
+    assert set(arc.answers[1:]) - {("406", "ACK")} == {("606", "DUH")}
     from relay.arc import receiver_key
 
     assert client.caps.snapshot(receiver_key(client.receivers[0])).get("refused:606")
