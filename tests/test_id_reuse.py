@@ -113,7 +113,7 @@ def test_reused_id_alarm_reaches_the_arc_end_to_end(mosquitto, broker_users, red
             assert panic.id == first.id
             derived = f"{A}:{derived_seq(panic)}"
             assert dev.wait_ack(derived, "arc", timeout_s=15)
-            assert ("122", 1, 17) in arc_codes(arc)
+            assert wait_until(lambda: ("122", 1, 17) in arc_codes(arc), 10)  # pysiaalarm records a frame after its ACK
             conflict = [a for a in dev.acks if a.id == panic.id and a.detail.get("conflict")]
             assert conflict and conflict[0].detail["delivered_as"] == derived
             assert ID_REUSED in faults(store, A)
