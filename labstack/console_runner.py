@@ -5,6 +5,7 @@ port, against the relay's relay.toml, plus throwaway users with random passwords
 
 from __future__ import annotations
 
+import http.client
 import os
 import secrets
 import signal
@@ -15,11 +16,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from protocol.errors import LonewatchError
-
 from console.users import UserStore
-from relay.store import Store
 from labstack.servers import free_port
+from protocol.errors import LonewatchError
+from relay.store import Store
 
 __all__ = ["ConsoleProcess", "ConsoleStartError", "demo_users"]
 
@@ -74,7 +74,7 @@ class ConsoleProcess:
                 with urllib.request.urlopen(self.url + "/healthz", timeout=1) as resp:
                     if resp.status == 200:
                         return self
-            except (urllib.error.URLError, OSError):
+            except (urllib.error.URLError, OSError, http.client.HTTPException):  # not up yet (or half up)
                 pass
             time.sleep(0.1)
         tail = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
