@@ -32,6 +32,10 @@ class ConsoleStartError(LonewatchError, RuntimeError):
     """The console process did not answer in time (the message carries its log tail)."""
 
 
+class _PortTaken(Exception):
+    """The free port this runner chose was bound by someone else first."""
+
+
 def demo_users(store: Store) -> dict[str, str]:
     """Create :data:`DEMO_USERS` with fresh random passwords (replacing earlier ones);
     returns login → password."""
@@ -54,6 +58,7 @@ class ConsoleProcess:
     def __init__(self, relay_config: Path, log: Path, *, port: int | None = None) -> None:
         self.relay_config, self.log = relay_config, log
         self.port = port or free_port()
+        self._chosen_port = port is None  # ours to change if someone took it meanwhile
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -61,7 +66,23 @@ class ConsoleProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 30.0) -> "ConsoleProcess":
-        """Start and wait until ``/healthz`` answers 200. Raises ConsoleStartError."""
+        """Start and wait until ``/healthz`` answers 200; a port this runner chose that was
+        taken before the console could bind it is replaced by another (twice at most).
+        Raises ConsoleStartError."""
+        for attempt in range(3):
+            try:
+                started = self._start_once(timeout_s)
+            except _PortTaken as exc:
+                if attempt == 2:
+                    raise ConsoleStartError(f"the console did not come up: port {exc} (and two others) taken") from None
+                self.port = free_port()
+                continue
+            self._chosen_port = False  # a restart keeps the address the browsers know
+            return started
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout_s: float) -> "ConsoleProcess":
+        before = self.log.stat().st_size if self.log.exists() else 0
         argv = [sys.executable, "-c", "from cli.main import main; main()", "console", "run", "-c", str(self.relay_config),
                 "--listen", f"127.0.0.1:{self.port}"]
         with open(self.log, "ab") as out:
@@ -77,8 +98,11 @@ class ConsoleProcess:
             except (urllib.error.URLError, OSError, http.client.HTTPException):  # not up yet (or half up)
                 pass
             time.sleep(0.1)
-        tail = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
         self.stop()
+        if self._chosen_port and "address already in use" in text[before:]:
+            raise _PortTaken(self.port)
+        tail = text[-2000:]
         raise ConsoleStartError(f"the console did not come up on {self.url}:\n{tail}")
 
     def kill(self) -> None:

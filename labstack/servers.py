@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -32,8 +33,35 @@ class ServerStartError(LonewatchError, RuntimeError):
     """A server did not start or did not accept connections in time."""
 
 
+#: Lowest port :func:`free_port` hands out (below it: well-known and registered services).
+PORT_FLOOR = 20000
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    """The kernel's range for the source ports of outgoing connections (Linux default)."""
+    try:
+        lo, hi = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    """A TCP port on 127.0.0.1 that was free a moment ago, chosen at random *below* the
+    kernel's ephemeral range when there is room: a port the kernel hands out itself
+    (``bind(0)``) can be taken as the source port of any outgoing connection — a test's
+    client, a relay's Redis link — between this call and the server's bind ("address
+    already in use", seen in parallel test runs)."""
+    lo, _ = _ephemeral_range()
+    if lo - PORT_FLOOR >= 1000:
+        for _ in range(50):
+            port = PORT_FLOOR + secrets.randbelow(lo - PORT_FLOOR)  # not `random`: tests seed it
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

@@ -24,7 +24,7 @@ from protocol.sia import ContactId, contact_id_for
 from .arc import ArcAlarm, ArcClient, ArcError, ArcRejectedError, ArcResult
 from .arc_policy import INFORMATIONAL_KINDS, ArcFaults
 from .fairshare import TEST_SIGNAL_PERIOD_S, arc_test_coalesced
-from .lease import RelayLease, take_over
+from .lease import RelayLease, holder_is_dead, take_over
 from .places import with_place
 from .store import ARC_TERMINAL, DeviceEntry, Store, StoreError
 
@@ -257,12 +257,16 @@ class Dispatcher:
     #: order matters (alarm before cancel/restore), but never more than getting help.
     ORDER_WAIT_S = 15.0
 
+    #: How often a waiting worker asks whether the older event's relay is still alive, seconds.
+    HOLDER_CHECK_S = 0.5
+
     def _wait_turn(self, event: Event, wait_s: float | None = None) -> None:
         """Wait until ``event`` is the oldest undispatched event of its device (another
         dispatcher, maybe in another relay, is sending an older one), at most
         :attr:`ORDER_WAIT_S`. An older entry whose event is already final or gone is
         dropped from the order list."""
         deadline = time.monotonic() + (self.ORDER_WAIT_S if wait_s is None else wait_s)
+        next_holder_check = 0.0
         while not self._stop.is_set():
             head = self.store.order_head(event.device, event.kind)  # urgent/routine order (issue 15)
             if head is None or head == event.id:
@@ -271,11 +275,17 @@ class Dispatcher:
             if rec is None or rec[1].get("arc") in ARC_TERMINAL:
                 self.store.leave_order(event.device, head)
                 continue
-            if rec[1].get("lease_owner") and float(rec[1].get("lease_until") or 0) < time.time():
-                # Its dispatcher held it and stopped renewing (a relay killed mid-send): its job
-                # is being taken over (relay/lease.py); waiting for it only delays this alarm.
+            holder = rec[1].get("lease_owner")
+            if holder and (float(rec[1].get("lease_until") or 0) < time.time()
+                           or (time.monotonic() >= next_holder_check and holder_is_dead(self.store, holder))):
+                # Its dispatcher held it and stopped renewing, or its relay's lease (3 s) expired
+                # while the event's own (reclaim_idle_s) still runs — a relay killed -9 in a
+                # back-off: its job is being taken over (relay/lease.py), by a worker that may be
+                # this one once it is free; waiting for it only delays this alarm (issue 15).
                 log.warning("sending %s now: older %s of the same device lost its dispatcher", event.id, head)
                 return
+            if holder and time.monotonic() >= next_holder_check:
+                next_holder_check = time.monotonic() + self.HOLDER_CHECK_S
             if time.monotonic() > deadline:
                 log.warning("sending %s although older %s of the same device is not yet dispatched", event.id, head)
                 return

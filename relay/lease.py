@@ -75,6 +75,20 @@ def _relay_of(consumer: str) -> str:
     return consumer.rsplit("-", 1)[0]
 
 
+def holder_is_dead(store: Store, consumer: str) -> bool:
+    """True when the relay of dispatch consumer ``consumer`` (``<relay>-<n>``) is known to
+    hold leases (``lw:leases``) but its lease has expired: it was killed or lost Redis, and
+    the events it holds are about to be taken over (:func:`take_over`). False for a live
+    relay and for one that never held a lease (an older relay: it may still be working).
+
+    Raises:
+        relay.store.StoreError.
+    """
+    relay = _relay_of(consumer)
+    r = store.r
+    return bool(store._call(r.sismember, LEASES, relay)) and not store._call(r.exists, lease_key(relay))
+
+
 def take_over(store: Store, consumer: str, own_relay: str, *, resume: bool = False, count: int = 100) -> list[tuple[str, str]]:
     """Claim for ``consumer`` the pending dispatch jobs of dead relays (and, with ``resume``,
     of ``own_relay``'s consumers from a previous life). Returns ``(job id, event id)`` pairs,

@@ -78,3 +78,43 @@ def test_restore_never_overtakes_its_alarm(redis_server, wait_until) -> None:
     assert arc.dropped == 1
     assert arc.accepted == [("302", 1), ("302", 3)]  # alarm first, then its restore
     assert store.order_head("lw-0001") is None  # nothing left waiting
+
+
+def test_a_later_alarm_does_not_wait_for_an_older_one_whose_relay_died(redis_server, wait_until) -> None:
+    """Issue 15 (seen in a fresh-clone run of test_fault_takeover): relay A holds the device's
+    older alarm (its dispatch lease runs for reclaim_idle_s) and is killed -9 in its back-off;
+    relay B's only worker is already waiting for that alarm's turn. B must not sit out the
+    whole order wait: once A's relay lease (3 s) is gone, B sends the later alarm and then,
+    free again, takes A's job over and sends the older one too."""
+    from labstack.demo.local_arc import LocalArc
+    from labstack.servers import free_port
+    from relay.lease import LEASES, lease_key
+
+    store = Store.from_url(redis_server.url)
+    store.ensure_group()
+    store.register(DeviceEntry("lw-0001", "1234AB", 17, "Anna", "Site"))
+    now = time.time()
+    older, later = Event("lw-0001", 1, "panic", now), Event("lw-0001", 2, "panic", now + 1)
+    assert store.store_event(older)
+    # Relay "a" (alive: its lease key exists) reads the older alarm's job and leases the event.
+    store.r.sadd(LEASES, "a")
+    store.r.set(lease_key("a"), "1", px=300_000)
+    taken = store.next_jobs("a-0", block_ms=100, count=1)
+    assert [eid for _, eid in taken] == [older.id]
+    assert store.lease_event(older.id, "a-0", 300) == "ok"
+    assert store.store_event(later)
+    port = free_port()
+    with LocalArc("1234AB", port) as arc:
+        client = ArcClient([ArcReceiver("arc", "127.0.0.1", port, timeout_s=10.0, max_xdata_blocks=1)], store)
+        b = Dispatcher(store, client, lambda dev, ack: None, name="b", workers=1)
+        b.ORDER_WAIT_S = 120.0  # far beyond this test's waits: only the dead holder may end it
+        b.start()
+        try:
+            time.sleep(1.5)  # b's worker takes the later alarm's job and waits for its turn …
+            assert arc.events == []  # … behind a live holder, as it must (SPEC §3 order)
+            store.r.delete(lease_key("a"))  # relay "a" is killed -9: its lease lapses
+            assert wait_until(lambda: len(arc.events) == 2, 20), arc.events
+        finally:
+            b.stop()
+    assert {store.event(e.id)[1]["arc"] for e in (older, later)} == {"acked"}
+    assert store.order_head("lw-0001") is None
