@@ -232,12 +232,14 @@ def test_clock_offset_beyond_20_s_fails():
 # --------------------------------------------------------------------------- test-alarm
 
 
-def test_test_alarm_reaches_the_arc_as_contact_id_601(lab, device_toml):
+def test_test_alarm_reaches_the_arc_as_contact_id_601(lab, device_toml, wait_until):
     r = CliRunner().invoke(main, ["test-alarm", "-c", str(device_toml), "--json"])
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert doc["ok"] and doc["contact_id"] == "601" and doc["arc"]["receiver"] == "lab-arc"
     assert doc["received_ms"] <= doc["arc_ack_ms"]
+    # pysiaalarm records the frame just after its ACK (which the command already reported)
+    assert wait_until(lambda: any(e["code"] == "601" for e in list(lab.arc.events)), 10)
     decoded = [e for e in lab.arc.events if e["code"] == "601"]
     assert decoded and decoded[-1]["account"] == lab.info.account and decoded[-1]["zone"] == 42
     human = CliRunner().invoke(main, ["test-alarm", "-c", str(device_toml)])

@@ -37,7 +37,10 @@ def test_two_relays_deliver_every_alarm_of_a_burst_once(mosquitto, redis_server,
         try:
             ids = [dev.event("panic").id for _ in range(20)]
             assert wait_until(lambda: all(dev.wait_ack(i, "arc", 0) for i in ids), 20)
-            time.sleep(0.3)  # anything extra would arrive now
+            # pysiaalarm records each frame just after its ACK: wait for the 20th, then give
+            # an extra copy the time to arrive.
+            assert wait_until(lambda: arc_codes(arc).count(("120", 1, 17)) >= 20, 10), arc_codes(arc)
+            time.sleep(0.3)
             assert arc_codes(arc).count(("120", 1, 17)) == 20
             assert len({e["sequence"] for e in arc.events}) == 20
             # the broker shared the work: both relays stored some
@@ -106,7 +109,8 @@ def test_relay_killed_mid_alarm_the_other_delivers_it_once_and_work_goes_on(mosq
             while not dev.wait_ack(second.id, "received", 1.0) and time.monotonic() < deadline:
                 dev.client.publish(f"lonewatch/{DEV}/event", _encode(second), qos=1)  # the device's resend
             assert dev.wait_ack(second.id, "arc", 10), survivor.output()[-3000:]
-            time.sleep(0.3)
+            assert wait_until(lambda: arc_codes(arc).count(("120", 1, 17)) >= 2, 10), arc_codes(arc)
+            time.sleep(0.3)  # a copy, if any, would arrive now
             assert arc_codes(arc).count(("120", 1, 17)) == 2  # each alarm once
         dev.close()
     finally:
