@@ -35,8 +35,11 @@ from protocol.messages import ALARM_KINDS, RELAY_ALARM_KINDS, Event
 ROUTINE_STREAM: Final = "lw:dispatch:routine"
 #: Prefix of job ids from :data:`ROUTINE_STREAM` as handed to dispatchers.
 ROUTINE_JOB: Final = "routine/"
-#: Kinds dispatched with alarms: cancels and the relay's restore of a lost contact.
-URGENT_EXTRA: Final = frozenset({"cancel", "contact_restore"})
+#: Kinds dispatched with alarms: cancels, the relay's restore of a lost contact, and the
+#: ``listen_in`` (606) announcing an alarm's voice call — in the alarm's order, so the ARC sees
+#: it after the alarm it belongs to, and never rate-limited (issue 11; the device queues it
+#: with alarm priority too, protocol.messages.alarm_priority).
+URGENT_EXTRA: Final = frozenset({"cancel", "contact_restore", "listen_in"})
 
 #: Defaults (config keys ``[relay] routine_per_minute``, ``routine_burst``,
 #: ``test_signal_period_s``).
@@ -46,7 +49,8 @@ TEST_SIGNAL_PERIOD_S: Final = 60.0
 
 
 #: An urgent kind named in a raw payload (JSON as devices write it, optional spaces).
-_URGENT_RAW: Final = re.compile(rb'"kind"\s*:\s*"(panic|silent_panic|man_down|missed_checkin|cancel)"')
+_URGENT_RAW: Final = re.compile(rb'"kind"\s*:\s*"(' + b"|".join(
+    k.encode() for k in sorted(ALARM_KINDS | URGENT_EXTRA)) + rb')"')
 
 
 def is_urgent(kind: str) -> bool:

@@ -113,6 +113,27 @@ def test_flood_fast_path_never_rejects_what_might_be_an_alarm():
     assert not lim.fast_reject(A, b'{"kind":"test"}')  # no bucket yet: decode it
     assert lim.allow(Event(A, 1, "test", 1.0, None, {})) and not lim.allow(Event(A, 2, "test", 1.0, None, {}))
     assert lim.fast_reject(A, b'{"v":1,"type":"event","kind":"test"}')
-    for urgent in (b'{"kind":"panic"}', b'{"kind" : "silent_panic"}', b'{"kind":"cancel"}', b'{"kind":"\\u0070anic"}'):
+    for urgent in (b'{"kind":"panic"}', b'{"kind" : "silent_panic"}', b'{"kind":"cancel"}', b'{"kind":"\\u0070anic"}',
+                   b'{"kind":"man_down"}', b'{"kind":"listen_in"}'):
         assert not lim.fast_reject(A, urgent)
     assert not lim.fast_reject(B, b'{"kind":"test"}')  # another device's bucket
+
+
+def test_the_listen_in_of_an_alarm_is_neither_limited_nor_ahead_of_its_alarm(redis_server):
+    """Issue 11: the 606 "listen-in to follow" belongs to an alarm. A flooding device's
+    listen-in is never coalesced, and it waits in the alarm's own order: the ARC sees it
+    after the alarm (seen once as 606 before 122 when it travelled as routine)."""
+    now = [0.0]
+    lim = RateLimiter(per_minute=1, burst=1, clock=lambda: now[0])
+    assert lim.allow(Event(A, 1, "test", 1.0, None, {})) and not lim.allow(Event(A, 2, "test", 1.0, None, {}))
+    listen = Event(A, 4, "listen_in", 1.0, None, {"alarm": f"{A}:3", "numbers": 2})
+    assert is_urgent("listen_in") and lim.allow(listen)
+    store = Store.from_url(redis_server.url)
+    store.ensure_group()
+    store.register(DeviceEntry(A, "1234AB", 17, "Anna", "Site"))
+    t = time.time()
+    assert store.store_event(Event(A, 3, "silent_panic", t))
+    assert store.store_event(Event(A, 4, "listen_in", t + 0.1, None, {"alarm": f"{A}:3", "numbers": 2}))
+    assert store.order_head(A, "listen_in") == f"{A}:3"  # behind its alarm
+    jobs = store.next_jobs("c", block_ms=10, count=10)
+    assert [e for _, e in jobs] == [f"{A}:3", f"{A}:4"] and not any(j.startswith(ROUTINE_JOB) for j, _ in jobs)
