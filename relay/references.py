@@ -1,6 +1,7 @@
 """Relay-side check of an event's references to other events (issue 15 "every event field
 checked"): a ``cancel`` is accepted only for an alarm of the same device that exists in the
-event log and is still open.
+event log and is still open; a ``listen_in`` (issue 11) only for a stored alarm of the same
+device that no other listen-in announced.
 
 ``protocol.eventdata`` already refuses references to other devices' events and any
 ``restore``/``restores`` field from a device; this module adds what only the relay can know
@@ -20,6 +21,8 @@ from .store import Store, event_key
 CLOSED_STATES = frozenset({"cancelled", "restored"})
 #: Field of the alarm's event record naming the cancel that closed it.
 CANCELLED_BY = "cancelled_by"
+#: Field of the alarm's event record naming the listen-in that announced its voice call.
+LISTEN_IN_BY = "listen_in_by"
 
 
 def reference_problem(store: Store, event: Event) -> str | None:
@@ -31,11 +34,13 @@ def reference_problem(store: Store, event: Event) -> str | None:
     Raises:
         relay.store.StoreError: Redis unavailable (the caller keeps the message unacked).
     """
-    if event.origin != "device" or event.kind != "cancel":
+    if event.origin != "device" or event.kind not in ("cancel", "listen_in"):
         return None
-    target = str(event.data.get("cancels", ""))
     if store.event(event.id) is not None:
         return None  # a resend: accepted the first time
+    if event.kind == "listen_in":
+        return _listen_in_problem(store, event)
+    target = str(event.data.get("cancels", ""))
     rec = store.event(target)
     if rec is None:
         return f"reference: data.cancels names {target!r}, which is not a stored alarm (yet)"
@@ -53,6 +58,27 @@ def reference_problem(store: Store, event: Event) -> str | None:
     return None
 
 
+def _listen_in_problem(store: Store, event: Event) -> str | None:
+    """A ``listen_in`` (606, issue 11) announces the voice call of one alarm of its device:
+    that alarm must be stored, and no other listen-in may have announced it. It goes to the
+    ARC with the alarms (relay.fairshare.URGENT_EXTRA, never rate-limited), so a device cannot
+    use made-up ones to flood the ARC past its routine limit. Its alarm may be closed already
+    (the call follows a cancelled alarm too: the device rings what it announced)."""
+    target = str(event.data.get("alarm", ""))
+    rec = store.event(target)
+    if rec is None:
+        return f"reference: data.alarm names {target!r}, which is not a stored alarm (yet)"
+    alarm, fields = rec
+    if alarm.device != event.device:  # protocol already refuses this; defence in depth
+        return f"reference: data.alarm names {target!r}, an event of another device"
+    if alarm.kind not in ALARM_KINDS:
+        return f"reference: data.alarm names {target!r}, a {alarm.kind!r} event, not an alarm"
+    by = fields.get(LISTEN_IN_BY)
+    if by and by != event.id:
+        return f"reference: the listen-in of alarm {target!r} was already announced by {by}"
+    return None
+
+
 def _alarm_state(store: Store, alarm_id: str) -> str:
     from .alarms import AlarmStore
 
@@ -61,8 +87,8 @@ def _alarm_state(store: Store, alarm_id: str) -> str:
 
 
 def note_reference(store: Store, event: Event) -> None:
-    """After ``event`` (a cancel) was stored: mark its alarm as cancelled by it, so a second,
-    different cancel of the same alarm is refused.
+    """After ``event`` (a cancel or a listen-in) was stored: mark its alarm as cancelled or
+    announced by it, so a second, different one for the same alarm is refused.
 
     Raises:
         relay.store.StoreError.
@@ -70,3 +96,6 @@ def note_reference(store: Store, event: Event) -> None:
     if event.origin == "device" and event.kind == "cancel":
         target = str(event.data.get("cancels", ""))
         store._call(store.r.hsetnx, event_key(target), CANCELLED_BY, event.id)
+    elif event.origin == "device" and event.kind == "listen_in":
+        target = str(event.data.get("alarm", ""))
+        store._call(store.r.hsetnx, event_key(target), LISTEN_IN_BY, event.id)

@@ -61,6 +61,9 @@ BAD = [
     # References the relay checks against its event log (relay/references.py):
     ("cancel", {"cancels": f"{A}:999"}, "not a stored alarm"),
     ("cancel", {"cancels": f"{A}:2"}, "a 'low_battery' event, not an alarm"),
+    ("listen_in", {"alarm": f"{A}:999", "numbers": 1}, "not a stored alarm"),  # a made-up one: no 606 flood
+    ("listen_in", {"alarm": f"{A}:2", "numbers": 1}, "a 'low_battery' event, not an alarm"),
+    ("listen_in", {"alarm": f"{B}:1", "numbers": 1}, "data.alarm: must be the id of an event of this device"),
 ]
 
 
@@ -93,6 +96,7 @@ GOOD = [
     ("cancel", {"cancels": f"{A}:1"}), ("checkin_start", {"duration_s": 1800}), ("checkin_done", {"checkin": f"{A}:4"}),
     ("shift_start", {"source": "cli"}), ("shift_end", {}), ("low_battery", {"battery_pct": 9}),
     ("battery_restore", {"battery_pct": 80}), ("test", {"source": "doctor"}),
+    ("listen_in", {"alarm": f"{A}:1", "numbers": 2}),
 ]
 
 
@@ -197,3 +201,13 @@ def test_battery_pct_abc_never_reaches_anyone(mosquitto, broker_users, redis_ser
             assert store.event(f"{A}:5") is None
         finally:
             a.close()
+
+
+def test_a_second_listen_in_for_one_alarm_is_refused_but_a_resend_is_not(rig):
+    store, pipeline, acks = rig
+    first = _raw("listen_in", {"alarm": f"{A}:1", "numbers": 2}, seq=70)
+    assert pipeline.handle(f"lonewatch/{A}/event", first).outcome == "stored"
+    assert pipeline.handle(f"lonewatch/{A}/event", first).outcome == "duplicate"  # resend, acked again
+    other = pipeline.handle(f"lonewatch/{A}/event", _raw("listen_in", {"alarm": f"{A}:1", "numbers": 2}, seq=71))
+    assert other.outcome == "dead_letter" and f"already announced by {A}:70" in other.reason
+    assert store.event(f"{A}:71") is None
