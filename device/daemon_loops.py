@@ -29,6 +29,12 @@ class DaemonLoops:
 
     def _on_ack(self, ack: Ack) -> None:
         self.place.on_ack(ack)
+        if ack.stage == "arc" and self.queue.get(ack.id) is not None:
+            # The relay's dispatcher can answer before its pipeline thread has published
+            # "received" (two threads, one MQTT connection): an ARC ACK means the relay stored
+            # the event, so it counts as "received" first — the worker feels "alarm taken",
+            # then "ARC has it", never the other way round (SPEC §2 feedback order).
+            self._on_ack(Ack(id=ack.id, stage="received", ts=ack.ts))
         if ack.stage == "received":
             self.observer("ack_arrived", {"id": ack.id})
             if isinstance(ack.detail.get("next_seq"), int):  # issue 15: our ids were reused
