@@ -133,10 +133,11 @@ def one_node_cluster():
     binary = find_binary("redis-server")
     d = Path(tempfile.mkdtemp(prefix="lonewatch-cluster-"))
     port = free_port()
-    while port > 55535:  # the cluster bus listens on port + 10000
-        port = free_port()
+    # The cluster bus port is given explicitly, as labstack/cluster.py does: port + 10000
+    # may be taken (or lie in the kernel's ephemeral range, which free_port avoids).
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes", "--cluster-announce-ip", "127.0.0.1",
+        [binary, "--port", str(port), "--cluster-port", str(free_port()), "--bind", "127.0.0.1",
+         "--cluster-enabled", "yes", "--cluster-announce-ip", "127.0.0.1",
          "--cluster-config-file", str(d / "nodes.conf"), "--dir", str(d), "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
