@@ -39,43 +39,38 @@ def reference_problem(store: Store, event: Event) -> str | None:
     if store.event(event.id) is not None:
         return None  # a resend: accepted the first time
     if event.kind == "listen_in":
-        return _listen_in_problem(store, event)
+        # A listen-in (606, issue 11) announces the voice call of one alarm of its device. It
+        # goes to the ARC with the alarms (relay.fairshare.URGENT_EXTRA, never rate-limited),
+        # so made-up ones must not get through; its alarm may be closed already (the device
+        # rings what it announced).
+        return _alarm_problem(store, event, "alarm", LISTEN_IN_BY,
+                              "the listen-in of alarm {target!r} was already announced by {by}")
+    problem = _alarm_problem(store, event, "cancels", CANCELLED_BY, "alarm {target!r} was already cancelled by {by}")
+    if problem is not None:
+        return problem
     target = str(event.data.get("cancels", ""))
-    rec = store.event(target)
-    if rec is None:
-        return f"reference: data.cancels names {target!r}, which is not a stored alarm (yet)"
-    alarm, fields = rec
-    if alarm.device != event.device:  # protocol already refuses this; defence in depth
-        return f"reference: data.cancels names {target!r}, an event of another device"
-    if alarm.kind not in ALARM_KINDS:
-        return f"reference: data.cancels names {target!r}, a {alarm.kind!r} event, not an alarm"
-    by = fields.get(CANCELLED_BY)
-    if by and by != event.id:
-        return f"reference: alarm {target!r} was already cancelled by {by}"
     state = _alarm_state(store, target)
     if state in CLOSED_STATES:
         return f"reference: alarm {target!r} is closed ({state})"
     return None
 
 
-def _listen_in_problem(store: Store, event: Event) -> str | None:
-    """A ``listen_in`` (606, issue 11) announces the voice call of one alarm of its device:
-    that alarm must be stored, and no other listen-in may have announced it. It goes to the
-    ARC with the alarms (relay.fairshare.URGENT_EXTRA, never rate-limited), so a device cannot
-    use made-up ones to flood the ARC past its routine limit. Its alarm may be closed already
-    (the call follows a cancelled alarm too: the device rings what it announced)."""
-    target = str(event.data.get("alarm", ""))
+def _alarm_problem(store: Store, event: Event, field: str, marker: str, taken: str) -> str | None:
+    """The alarm named by ``event.data[field]`` must be a stored alarm of the same device,
+    and not already claimed (``marker`` on its record) by another event; ``taken`` is the
+    reason's text then (``{target}`` and ``{by}`` filled in)."""
+    target = str(event.data.get(field, ""))
     rec = store.event(target)
     if rec is None:
-        return f"reference: data.alarm names {target!r}, which is not a stored alarm (yet)"
+        return f"reference: data.{field} names {target!r}, which is not a stored alarm (yet)"
     alarm, fields = rec
     if alarm.device != event.device:  # protocol already refuses this; defence in depth
-        return f"reference: data.alarm names {target!r}, an event of another device"
+        return f"reference: data.{field} names {target!r}, an event of another device"
     if alarm.kind not in ALARM_KINDS:
-        return f"reference: data.alarm names {target!r}, a {alarm.kind!r} event, not an alarm"
-    by = fields.get(LISTEN_IN_BY)
+        return f"reference: data.{field} names {target!r}, a {alarm.kind!r} event, not an alarm"
+    by = fields.get(marker)
     if by and by != event.id:
-        return f"reference: the listen-in of alarm {target!r} was already announced by {by}"
+        return "reference: " + taken.format(target=target, by=by)
     return None
 
 
