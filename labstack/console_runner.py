@@ -58,7 +58,7 @@ class ConsoleProcess:
     def __init__(self, relay_config: Path, log: Path, *, port: int | None = None) -> None:
         self.relay_config, self.log = relay_config, log
         self.port = port or free_port()
-        self._chosen_port = port is None  # ours to change if someone took it meanwhile
+        self._chosen_port = not port  # ours to change if someone took it meanwhile
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -72,7 +72,10 @@ class ConsoleProcess:
         for attempt in range(3):
             try:
                 started = self._start_once(timeout_s)
-            except _PortTaken as exc:
+            except BaseException as exc:
+                if not isinstance(exc, _PortTaken):
+                    self.stop()  # Ctrl-C while it starts: leave no console behind (trial finding)
+                    raise
                 if attempt == 2:
                     raise ConsoleStartError(f"the console did not come up: port {exc} (and two others) taken") from None
                 self.port = free_port()

@@ -105,7 +105,7 @@ class EventRef(Field):
 
     def check(self, name: str, value: Any, device: str) -> str:
         prefix = device + ":"
-        if not isinstance(value, str) or not value.startswith(prefix) or not value[len(prefix):].isdigit() \
+        if not isinstance(value, str) or not value.startswith(prefix) or not (value[len(prefix):].isascii() and value[len(prefix):].isdigit()) \
                 or int(value[len(prefix):]) < 1 or len(value) > 64:
             raise ValidationError(name, f"must be the id of an event of this device ({device}:<seq>), got {value!r}")
         return value

@@ -16,9 +16,9 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Final
 
-from protocol.messages import Ack, Event
+from protocol.messages import ALARM_KINDS, RELAY_ALARM_KINDS, Ack, Event
 from protocol.sia import ContactId, contact_id_for
 
 from .arc import ArcAlarm, ArcClient, ArcError, ArcRejectedError, ArcResult
@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 
 #: Event kinds that are not sent to the ARC (check-in bookkeeping stays in the relay).
 NOT_FOR_ARC = frozenset({"checkin_start", "checkin_done", "readiness", "unprotected"})  # last two: issue 12
+#: Kinds that need not wait for an older event of their device whose dispatcher died: alarms
+#: (never a cancel, restore or listen-in, which must follow their alarm, SPEC §3).
+SHORTCUT_KINDS: Final = ALARM_KINDS | RELAY_ALARM_KINDS
 #: A device-queued event older than this (relay clock vs event time) carries its time of
 #: occurrence as ``H`` extended data (SPEC §4), in seconds.
 LATE_AFTER_S = 30.0
@@ -276,15 +279,17 @@ class Dispatcher:
                 self.store.leave_order(event.device, head)
                 continue
             holder = rec[1].get("lease_owner")
-            if holder and (float(rec[1].get("lease_until") or 0) < time.time()
+            if holder and event.kind in SHORTCUT_KINDS and (float(rec[1].get("lease_until") or 0) < time.time()
                            or (time.monotonic() >= next_holder_check and holder_is_dead(self.store, holder))):
                 # Its dispatcher held it and stopped renewing, or its relay's lease (3 s) expired
                 # while the event's own (reclaim_idle_s) still runs — a relay killed -9 in a
                 # back-off: its job is being taken over (relay/lease.py), by a worker that may be
                 # this one once it is free; waiting for it only delays this alarm (issue 15).
+                # Alarms only: a cancel, restore or listen-in waits its turn (at most
+                # ORDER_WAIT_S) — the ARC must never see a cancel before its alarm (SPEC §3).
                 log.warning("sending %s now: older %s of the same device lost its dispatcher", event.id, head)
                 return
-            if holder and time.monotonic() >= next_holder_check:
+            if holder and event.kind in SHORTCUT_KINDS and time.monotonic() >= next_holder_check:
                 next_holder_check = time.monotonic() + self.HOLDER_CHECK_S
             if time.monotonic() > deadline:
                 log.warning("sending %s although older %s of the same device is not yet dispatched", event.id, head)

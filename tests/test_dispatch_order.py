@@ -118,3 +118,38 @@ def test_a_later_alarm_does_not_wait_for_an_older_one_whose_relay_died(redis_ser
             b.stop()
     assert {store.event(e.id)[1]["arc"] for e in (older, later)} == {"acked"}
     assert store.order_head("lw-0001") is None
+
+
+def test_a_cancel_never_overtakes_its_alarm_whose_relay_died(redis_server, wait_until) -> None:
+    """The shortcut above is for alarms only (found by a hostile trial): a cancel behind its
+    alarm, held by a killed relay, waits until the alarm is taken over and ACKed — the ARC sees
+    the alarm first (SPEC §3)."""
+    from labstack.demo.local_arc import LocalArc
+    from labstack.servers import free_port
+    from relay.lease import LEASES, lease_key
+
+    store = Store.from_url(redis_server.url)
+    store.ensure_group()
+    store.register(DeviceEntry("lw-0001", "1234AB", 17, "Anna", "Site"))
+    now = time.time()
+    alarm = Event("lw-0001", 1, "panic", now)
+    cancel = Event("lw-0001", 2, "cancel", now + 1, None, {"cancels": alarm.id})
+    assert store.store_event(alarm)
+    store.r.sadd(LEASES, "a")
+    store.r.set(lease_key("a"), "1", px=300_000)
+    assert [eid for _, eid in store.next_jobs("a-0", block_ms=100, count=1)] == [alarm.id]
+    assert store.lease_event(alarm.id, "a-0", 300) == "ok"
+    assert store.store_event(cancel)
+    port = free_port()
+    with LocalArc("1234AB", port) as arc:
+        client = ArcClient([ArcReceiver("arc", "127.0.0.1", port, timeout_s=10.0, max_xdata_blocks=1)], store)
+        b = Dispatcher(store, client, lambda dev, ack: None, name="b", workers=2)
+        b.ORDER_WAIT_S = 120.0
+        b.start()
+        try:
+            time.sleep(1.0)
+            store.r.delete(lease_key("a"))  # relay "a" is killed -9
+            assert wait_until(lambda: len(arc.events) == 2, 20), arc.events
+        finally:
+            b.stop()
+    assert [e["code"] for e in arc.events] == ["120", "406"], arc.events

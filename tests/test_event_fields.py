@@ -53,6 +53,8 @@ BAD = [
     ("cancel", {"cancels": f"{A}:abc"}, "data.cancels: must be the id of an event of this device"),
     ("cancel", {"cancels": f"{A}:0"}, "data.cancels"),
     ("cancel", {"cancels": 7}, "data.cancels"),
+    ("cancel", {"cancels": f"{A}:\u00b2"}, "data.cancels: must be the id of an event of this device"),  # '²'.isdigit()
+    ("listen_in", {"alarm": f"{A}:\u00b2", "numbers": 1}, "data.alarm: must be the id"),
     ("shift_start", {"source": ""}, "data.source: must be a non-empty string"),
     ("shift_end", {"source": "x" * 33}, "data.source"),
     ("test", {"source": ["doctor"]}, "data.source"),
@@ -114,6 +116,15 @@ def test_alarm_with_bad_data_is_still_an_alarm_and_the_data_is_dead_lettered(rig
     assert "alarm itself was delivered" in store.dead_letters()[-1]["reason"]
     assert [(a.id, a.stage) for _, a in acks] == [(f"{A}:50", "received")]
     assert escalation_action(handled.event) == "open"
+
+
+def test_a_missed_checkin_naming_a_non_ascii_digit_is_still_an_alarm(rig):
+    """'²'.isdigit() is True but int('²') fails: the reference is refused as bad data and
+    the alarm itself still delivered (issue 15), never an internal error."""
+    store, pipeline, acks = rig
+    handled = pipeline.handle(f"lonewatch/{A}/event", _raw("missed_checkin", {"checkin": f"{A}:\u00b2"}))
+    assert handled.outcome == "stored" and handled.event.kind == "missed_checkin" and handled.event.data == {}
+    assert [(a.id, a.stage) for _, a in acks] == [(f"{A}:50", "received")]
 
 
 def test_a_second_cancel_of_a_cancelled_alarm_is_refused_but_a_resend_is_not(rig):
@@ -211,3 +222,33 @@ def test_a_second_listen_in_for_one_alarm_is_refused_but_a_resend_is_not(rig):
     other = pipeline.handle(f"lonewatch/{A}/event", _raw("listen_in", {"alarm": f"{A}:1", "numbers": 2}, seq=71))
     assert other.outcome == "dead_letter" and f"already announced by {A}:70" in other.reason
     assert store.event(f"{A}:71") is None
+
+
+def test_two_relays_racing_two_listen_ins_of_one_alarm_store_one(redis_server):
+    """Found by a hostile trial: two relays (two pipelines, two Redis connections) handling two
+    different listen-ins of the same alarm at the same moment both passed the check; the claim
+    is now one atomic step before storing."""
+    import threading
+
+    stores = [Store.from_url(redis_server.url) for _ in range(2)]
+    stores[0].register(DeviceEntry(A, "1234AB", 1, "Worker 1", "Site"))
+    pipes = [Pipeline(s, lambda dev, ack: None) for s in stores]
+    alarms = 40
+    for i in range(alarms):
+        assert pipes[0].handle(f"lonewatch/{A}/event", encode(Event(A, 1000 + i, "panic", T0))).outcome == "stored"
+    outcomes: list[str] = []
+    lock = threading.Lock()
+
+    def run(k: int) -> None:
+        for i in range(alarms):
+            out = pipes[k].handle(f"lonewatch/{A}/event",
+                                  _raw("listen_in", {"alarm": f"{A}:{1000 + i}", "numbers": 1}, seq=2000 + 2 * i + k))
+            with lock:
+                outcomes.append(out.outcome)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert outcomes.count("stored") == alarms and outcomes.count("dead_letter") == alarms, outcomes
