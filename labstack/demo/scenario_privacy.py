@@ -90,6 +90,12 @@ def data_protection(stack: DemoStack) -> bool:
     if not _wait_shift(stack, False) or "lat" in store.state(DEVICE_ID):
         return _fail(stack, "the position stayed after the shift ended")
     stack.tl.add("shift_ended", position_stored=False)
+    # The shift's readiness result goes to the relay a moment after its checks end: let it
+    # (and anything else queued) arrive first, so the purge below finds every shift event.
+    stack.tl.wait_for("readiness", 20, final=True)
+    deadline = time.monotonic() + 10
+    while stack.device.queue.depth() and time.monotonic() < deadline:
+        time.sleep(0.05)
 
     exported = export_worker(store, WORKER)
     kinds = [e["kind"] for e in exported["event_log"]]
