@@ -80,6 +80,21 @@ def test_restore_never_overtakes_its_alarm(redis_server, wait_until) -> None:
     assert store.order_head("lw-0001") is None  # nothing left waiting
 
 
+def _held_by_relay_a(store: Store, older: Event, later: Event) -> None:
+    """Store ``older``; relay "a" (alive: its lease key exists) reads its dispatch job and
+    leases the event, as a relay in its ARC back-off does; then store ``later``."""
+    from relay.lease import LEASES, lease_key
+
+    store.ensure_group()
+    store.register(DeviceEntry("lw-0001", "1234AB", 17, "Anna", "Site"))
+    assert store.store_event(older)
+    store.r.sadd(LEASES, "a")
+    store.r.set(lease_key("a"), "1", px=300_000)
+    assert [eid for _, eid in store.next_jobs("a-0", block_ms=100, count=1)] == [older.id]
+    assert store.lease_event(older.id, "a-0", 300) == "ok"
+    assert store.store_event(later)
+
+
 def test_a_later_alarm_does_not_wait_for_an_older_one_whose_relay_died(redis_server, wait_until) -> None:
     """Issue 15 (seen in a fresh-clone run of test_fault_takeover): relay A holds the device's
     older alarm (its dispatch lease runs for reclaim_idle_s) and is killed -9 in its back-off;
@@ -88,21 +103,12 @@ def test_a_later_alarm_does_not_wait_for_an_older_one_whose_relay_died(redis_ser
     free again, takes A's job over and sends the older one too."""
     from labstack.demo.local_arc import LocalArc
     from labstack.servers import free_port
-    from relay.lease import LEASES, lease_key
+    from relay.lease import lease_key
 
     store = Store.from_url(redis_server.url)
-    store.ensure_group()
-    store.register(DeviceEntry("lw-0001", "1234AB", 17, "Anna", "Site"))
     now = time.time()
     older, later = Event("lw-0001", 1, "panic", now), Event("lw-0001", 2, "panic", now + 1)
-    assert store.store_event(older)
-    # Relay "a" (alive: its lease key exists) reads the older alarm's job and leases the event.
-    store.r.sadd(LEASES, "a")
-    store.r.set(lease_key("a"), "1", px=300_000)
-    taken = store.next_jobs("a-0", block_ms=100, count=1)
-    assert [eid for _, eid in taken] == [older.id]
-    assert store.lease_event(older.id, "a-0", 300) == "ok"
-    assert store.store_event(later)
+    _held_by_relay_a(store, older, later)
     port = free_port()
     with LocalArc("1234AB", port) as arc:
         client = ArcClient([ArcReceiver("arc", "127.0.0.1", port, timeout_s=10.0, max_xdata_blocks=1)], store)
@@ -126,20 +132,13 @@ def test_a_cancel_never_overtakes_its_alarm_whose_relay_died(redis_server, wait_
     the alarm first (SPEC §3)."""
     from labstack.demo.local_arc import LocalArc
     from labstack.servers import free_port
-    from relay.lease import LEASES, lease_key
+    from relay.lease import lease_key
 
     store = Store.from_url(redis_server.url)
-    store.ensure_group()
-    store.register(DeviceEntry("lw-0001", "1234AB", 17, "Anna", "Site"))
     now = time.time()
     alarm = Event("lw-0001", 1, "panic", now)
     cancel = Event("lw-0001", 2, "cancel", now + 1, None, {"cancels": alarm.id})
-    assert store.store_event(alarm)
-    store.r.sadd(LEASES, "a")
-    store.r.set(lease_key("a"), "1", px=300_000)
-    assert [eid for _, eid in store.next_jobs("a-0", block_ms=100, count=1)] == [alarm.id]
-    assert store.lease_event(alarm.id, "a-0", 300) == "ok"
-    assert store.store_event(cancel)
+    _held_by_relay_a(store, alarm, cancel)
     port = free_port()
     with LocalArc("1234AB", port) as arc:
         client = ArcClient([ArcReceiver("arc", "127.0.0.1", port, timeout_s=10.0, max_xdata_blocks=1)], store)
